@@ -1,0 +1,50 @@
+"""Config of the `prepare` stage: which raw dataset, how to read it, filter and split it."""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class ColumnMap:
+    """Column names of generic parquet/CSV interaction tables (`format: table`)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: Optional[str] = "timestamp"  # null when the table has no time column
+    rating: Optional[str] = None
+
+
+@dataclass
+class SyntheticConfig:
+    """Generated catalog with planted structure (see distrec/data/synthetic.py)."""
+
+    num_items: int = 5000
+    num_users: int = 4000
+    categories: list[int] = field(default_factory=lambda: [8, 4, 4])  # branching of the 3-level hierarchy
+    num_brands: int = 200
+    zipf_exponent: float = 1.05
+    num_interests: int = 32  # latent user interests that generate sequences
+    mean_length: float = 12.0
+    min_length: int = 5
+    max_length: int = 60
+    shard_items: int = 1_000_000  # items generated per shard (bounds memory for 10M catalogs)
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    # normalized | s3rec | movielens | amazon2014 | amazon2023 | lcrec | unisrec | recbole | table | synthetic
+    format: str = "synthetic"
+    path: Optional[str] = None  # dataset directory (or file for `table`)
+    files: dict[str, Any] = field(default_factory=dict)  # format-specific file names, see docs/data.md
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    min_user_interactions: int = 0  # k-core filtering (0 = off); applied iteratively
+    min_item_interactions: int = 0
+    max_history: Optional[int] = None  # keep only the last N interactions per user
+    min_rating: Optional[float] = None  # drop interactions rated below this (explicit-feedback data)
+    split: str = "leave_one_out"  # leave_one_out | temporal
+    temporal_valid_frac: float = 0.1  # temporal split: fraction of time span for validation
+    temporal_test_frac: float = 0.1
+    on_error: str = "raise"  # raise | skip (skipped rows are counted in stats.json)
+    num_shards: int = 4
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

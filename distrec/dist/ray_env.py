@@ -1,0 +1,39 @@
+"""Starting or joining a Ray cluster. Ray is imported only under distrec/dist/."""
+
+from __future__ import annotations
+
+import os
+
+# Keep a local cluster on loopback and send no usage reports (see docs/install.md).
+LOCAL_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+    "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+}
+
+
+def init_ray(cluster=None, **kwargs):
+    """Connect to `cluster.address` or start a local cluster on 127.0.0.1; idempotent.
+
+    `cluster` is a ClusterConfig (or None for defaults); kwargs go to `ray.init`.
+    """
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = getattr(cluster, "address", None)
+    if address:
+        ray.init(address=address, **kwargs)
+        return ray
+    ray.init(
+        num_cpus=getattr(cluster, "num_cpus", None),
+        object_store_memory=getattr(cluster, "object_store_memory", None),
+        include_dashboard=getattr(cluster, "include_dashboard", False),
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+        **kwargs,
+    )
+    return ray

@@ -1,0 +1,16 @@
+"""Config of the `evaluate` stage; it becomes the serialised evaluation protocol."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"  # valid | test
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    beam_width: int = 20  # generative decoding; must be >= max(ks)
+    decoding: str = "auto"  # auto | beam | exhaustive | holistic | graph
+    filter_history: bool = False  # mask items already in the history (not the papers' protocol)
+    batch_size: int = 256
+    checkpoint: str = "best"  # best | last | path to a checkpoint directory
+    max_users: Optional[int] = None  # evaluate a subset (debugging)

@@ -1,0 +1,40 @@
+"""Configs of the `embed` and `tokenize` stages."""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class EmbedConfig:
+    method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae
+    text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories", "description"])
+    dim: int = 128
+    model_path: Optional[str] = None  # sentence-transformers model directory (local, no download)
+    column: Optional[str] = None  # method=column: the items.parquet column that holds the vector
+    normalize: bool = True
+    batch_size: int = 8192
+    num_workers: int = 0  # 0 = in-process; > 0 = Ray Data map_batches over shards
+
+
+@dataclass
+class TokenizerConfig:
+    method: str = "rq_kmeans"  # rq_kmeans | rq_vae | opq | pq | gaoq
+    levels: int = 3
+    codebook_size: int = 256
+    num_subspaces: int = 32  # opq/pq: m digits
+    dedup: str = "digit"  # digit (extra disambiguation digit) | balanced (re-assign last level) | none
+    train_items: str = "all"  # all | train (items seen in training sequences only, as RPG)
+    points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)
+    kmeans_iters: int = 20
+    normalize_residuals: bool = False
+    num_workers: int = 0  # 0 = single process; > 0 = distributed k-means on Ray
+    seed: int = 0
+    # RQ-VAE (TIGER)
+    rqvae_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+    rqvae_latent: int = 32
+    rqvae_beta: float = 0.25
+    rqvae_epochs: int = 200
+    rqvae_lr: float = 1e-3
+    rqvae_batch_size: int = 1024
+    # GAOQ (ReSID)
+    branching: list[int] = field(default_factory=list)  # per level; empty = derived from catalog size

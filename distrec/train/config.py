@@ -1,0 +1,36 @@
+"""Configs of the training loop (`train`) and of the engine that runs it (`engine`)."""
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class TrainConfig:
+    global_batch_size: int = 256  # micro-batch and accumulation are derived from the world size
+    micro_batch_size: Optional[int] = None  # per worker; null = global / world size
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: str = "cosine"  # constant | cosine | inverse_sqrt
+    warmup_steps: int = 100
+    max_steps: Optional[int] = None  # null = epochs * steps per epoch
+    epochs: int = 20
+    grad_clip: float = 1.0
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    patience: int = 5  # early stopping on validation NDCG@10 (evaluations without improvement)
+    checkpoint_every: int = 0  # steps; 0 = at every validation
+    log_every: int = 20
+    resume: bool = True  # continue from the latest complete checkpoint of the same run
+
+
+@dataclass
+class EngineConfig:
+    kind: str = "deepspeed"  # deepspeed | plain (single process, no DeepSpeed, for debugging)
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    precision: str = "bf16"  # fp32 | bf16
+    num_workers: int = 1  # Ray Train workers; 0 = run in this process without Ray
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    max_failures: int = 0  # Ray Train worker-failure retries (resume from last checkpoint)
