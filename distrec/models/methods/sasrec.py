@@ -1,0 +1,155 @@
+"""SASRec (Kang & McAuley, ICDM'18): causal self-attention over item-ID embeddings.
+
+The history is left-padded, so the newest item always sits in the last column; learned positions
+are counted from the right (the newest item always gets position `max_history - 1`), as in the
+original fixed-length formulation. Output item scores reuse the input item embeddings (tied).
+
+Losses (`method.loss`):
+- `softmax`: full cross-entropy over the whole catalog (the strongest; cheap up to ~1e5 items);
+- `sampled_softmax`: the target against `method.num_negatives` uniform negatives shared by the
+  batch (accidental hits masked out);
+- `bce`: the original paper's loss: one uniform negative per position, binary cross-entropy.
+Pure torch: no loops over tokens, works under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distrec.errors import ConfigError
+from distrec.models.presets import resolve_dims
+
+LOSSES = ("softmax", "sampled_softmax", "bce")
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-LayerNorm Transformer block: masked multi-head self-attention, then a GELU MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        drop = self.attn_dropout if self.training else 0.0
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
+        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(B, T, D)))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(self, num_items: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 1, d_ff: int = 256,
+                 dropout: float = 0.2, max_history: int = 50, loss: str = "softmax", num_negatives: int = 128,
+                 temperature: float = 1.0):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ConfigError(f"method.loss='{loss}' is not a SASRec loss; choose one of {list(LOSSES)}")
+        if loss == "sampled_softmax" and num_negatives < 1:
+            raise ConfigError(f"method.num_negatives={num_negatives} must be >= 1 for loss=sampled_softmax")
+        self.num_items, self.max_history = num_items, max_history
+        self.loss_kind, self.num_negatives, self.temperature = loss, num_negatives, temperature
+        self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(max_history, d_model)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(CausalSelfAttentionBlock(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+    @classmethod
+    def from_config(cls, model_cfg, method_cfg, catalog):
+        dims = resolve_dims(model_cfg)
+        return cls(num_items=catalog.num_items, d_model=dims.d_model, n_layers=dims.n_layers, n_heads=dims.n_heads,
+                   d_ff=dims.d_ff, dropout=dims.dropout, max_history=dims.max_history, loss=method_cfg.loss,
+                   num_negatives=method_cfg.num_negatives, temperature=method_cfg.temperature)
+
+    # ------------------------------------------------------------------ encoder
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position [B, T, d] of left-padded histories [B, T]."""
+        input_ids = input_ids[:, -self.max_history:]  # keep the newest items
+        T = input_ids.shape[1]
+        valid = input_ids > 0
+        positions = torch.arange(self.max_history - T, self.max_history, device=input_ids.device)
+        x = self.emb_dropout((self.item_emb(input_ids) + self.pos_emb(positions)) * valid.unsqueeze(-1))
+        # Causal, padding keys hidden; every query also sees itself so no row is fully masked
+        # (padding queries produce garbage that no loss or score reads).
+        causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+        mask = (causal & valid[:, None, :]) | torch.eye(T, dtype=torch.bool, device=input_ids.device)
+        mask = mask.unsqueeze(1)  # [B, 1, T, T], broadcast over heads
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def item_scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of every catalog item (column 0, the padding id, is -inf) [N, num_items + 1]."""
+        scores = (hidden @ self.item_emb.weight.t()).float() / self.temperature
+        scores[:, 0] = float("-inf")
+        return scores
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, batch: dict) -> dict:
+        input_ids = batch["input_ids"][:, -self.max_history:]
+        target_ids = batch["target_ids"][:, -self.max_history:]
+        hidden = self.encode(input_ids)
+        labelled = target_ids > 0
+        h, target = hidden[labelled], target_ids[labelled]  # [N, d], [N]
+        if self.loss_kind == "softmax":
+            loss = F.cross_entropy(self.item_scores(h), target)
+        elif self.loss_kind == "sampled_softmax":
+            loss = self._sampled_softmax(h, target)
+        else:
+            loss = self._bce(h, target)
+        return {"loss": loss, "labelled_positions": labelled.sum().float()}
+
+    def _random_items(self, n: int, device) -> torch.Tensor:
+        return torch.randint(1, self.num_items + 1, (n,), device=device)
+
+    def _sampled_softmax(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        negatives = self._random_items(self.num_negatives, h.device)  # shared by the batch
+        pos = (h * self.item_emb(target)).sum(-1, keepdim=True)  # [N, 1]
+        neg = h @ self.item_emb(negatives).t()  # [N, M]
+        neg = neg.float().masked_fill(negatives[None, :] == target[:, None], float("-inf"))
+        logits = torch.cat([pos.float(), neg], dim=1) / self.temperature
+        return F.cross_entropy(logits, torch.zeros_like(target))
+
+    def _bce(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        negatives = self._random_items(target.shape[0], h.device)
+        pos = (h * self.item_emb(target)).sum(-1).float() / self.temperature
+        neg = (h * self.item_emb(negatives)).sum(-1).float() / self.temperature
+        keep = negatives != target  # an accidental hit is not a negative
+        return F.softplus(-pos).mean() + (F.softplus(neg) * keep).sum() / keep.sum().clamp(min=1)
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def score_all(self, batch: dict) -> torch.Tensor:
+        """Scores of every item for the next step after each history [B, num_items + 1]."""
+        return self.item_scores(self.encode(batch["input_ids"])[:, -1])
+
+    @torch.no_grad()
+    def recommend(self, batch: dict, k: int):
+        """Full-catalog top-k item ids [B, k] (never the padding id) and their scores."""
+        scores = self.score_all(batch)
+        top = scores.topk(min(k, self.num_items), dim=1)
+        return top.indices, top.values
