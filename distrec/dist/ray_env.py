@@ -28,10 +28,11 @@ def init_ray(cluster=None, **kwargs):
     if address:
         ray.init(address=address, **kwargs)
         return ray
+    # explicit kwargs (e.g. the tests' num_cpus=2) win over the cluster config
+    kwargs.setdefault("num_cpus", getattr(cluster, "num_cpus", None))
+    kwargs.setdefault("object_store_memory", getattr(cluster, "object_store_memory", None))
+    kwargs.setdefault("include_dashboard", getattr(cluster, "include_dashboard", False))
     ray.init(
-        num_cpus=getattr(cluster, "num_cpus", None),
-        object_store_memory=getattr(cluster, "object_store_memory", None),
-        include_dashboard=getattr(cluster, "include_dashboard", False),
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
         **kwargs,

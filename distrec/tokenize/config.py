@@ -6,28 +6,36 @@ from typing import Optional
 
 @dataclass
 class EmbedConfig:
-    method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae
+    method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae (see embedders.EMBEDDERS)
     text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories", "description"])
+    fields: list[str] = field(default_factory=list)  # method=fields: columns to encode (empty = every non-text field)
     dim: int = 128
     model_path: Optional[str] = None  # sentence-transformers model directory (local, no download)
     column: Optional[str] = None  # method=column: the items.parquet column that holds the vector
-    normalize: bool = True
+    normalize: bool = True  # L2-normalise every vector (all-zero vectors stay zero)
     batch_size: int = 8192
     num_workers: int = 0  # 0 = in-process; > 0 = Ray Data map_batches over shards
+    fit_max_items: int = 500_000  # TF-IDF/SVD are fitted on at most this many items (a seeded sample)
+    min_df: int = 1  # TF-IDF: ignore terms in fewer documents
+    hash_dim: int = 262_144  # method=fields: width of the hashed one-hot space
+    num_shards: int = 4  # output parquet shards
+    seed: int = 0
 
 
 @dataclass
 class TokenizerConfig:
-    method: str = "rq_kmeans"  # rq_kmeans | rq_vae | opq | pq | gaoq
+    method: str = "rq_kmeans"  # rq_kmeans | rq_vae | opq | pq | gaoq (see quantizers.QUANTIZERS)
     levels: int = 3
     codebook_size: int = 256
     num_subspaces: int = 32  # opq/pq: m digits
     dedup: str = "digit"  # digit (extra disambiguation digit) | balanced (re-assign last level) | none
-    train_items: str = "all"  # all | train (items seen in training sequences only, as RPG)
+    train_items: str = "all"  # all | train (fit on items seen in training sequences only, as RPG)
     points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)
     kmeans_iters: int = 20
     normalize_residuals: bool = False
     num_workers: int = 0  # 0 = single process; > 0 = distributed k-means on Ray
+    batch_rows: int = 65_536  # rows per streamed parquet batch inside a k-means worker
+    num_shards: int = 4  # output parquet shards of the SID table
     seed: int = 0
     # RQ-VAE (TIGER)
     rqvae_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
@@ -36,5 +44,6 @@ class TokenizerConfig:
     rqvae_epochs: int = 200
     rqvae_lr: float = 1e-3
     rqvae_batch_size: int = 1024
+    rqvae_bf16: bool = True  # bf16 autocast for the MLPs on CPU (AMX); codebook distances stay fp32
     # GAOQ (ReSID)
     branching: list[int] = field(default_factory=list)  # per level; empty = derived from catalog size
