@@ -18,6 +18,12 @@ class ModelConfig:
     n_decoder_layers: Optional[int] = None  # t5 only
     dropout: float = 0.1
     max_history: int = 50  # items of history the model sees
+    head_dim: Optional[int] = None  # per-head q/k(/v) width; null = d_model / n_heads (T5/TIGER: 64; HSTU: attention dim)
+    linear_dim: Optional[int] = None  # hstu: per-head U/V width; null = d_model / n_heads
+    rel_buckets: int = 32  # t5: relative position buckets
+    rel_max_distance: int = 128  # t5: distance of the last bucket
+    num_time_buckets: int = 128  # hstu: log time-gap buckets
+    kernel: str = "pytorch"  # hstu attention kernel (registry in backbones/hstu.py)
 
 
 @dataclass

@@ -26,7 +26,7 @@ def resolve_dims(model_cfg):
         "d_ff": model_cfg.d_ff or d_ff,
     }
     values["n_decoder_layers"] = model_cfg.n_decoder_layers or values["n_layers"]
-    if values["d_model"] % values["n_heads"]:
+    if values["d_model"] % values["n_heads"] and not getattr(model_cfg, "head_dim", None):
         raise ConfigError(f"model.d_model={values['d_model']} is not divisible by model.n_heads={values['n_heads']}")
     from omegaconf import DictConfig, OmegaConf
 

@@ -1,0 +1,130 @@
+"""HSTU (Zhai et al., ICML'24): pointwise-SiLU attention with relative position and time-gap
+biases. Per layer:
+
+    U, V, Q, K = split(SiLU(Linear(LayerNorm(X))))
+    A = SiLU(Q K^T + rab_pos + rab_time) / n      (masked to 0 where not allowed; no softmax)
+    Y = Linear(Dropout(U * LayerNorm(A V))) + X
+
+n is the backbone's fixed `max_len` (Meta's code divides by the padded length, which is the max
+length there). A constant keeps a position's output independent of padding and of how much of the
+sequence is processed at once, so incremental decoding with the KV cache equals the full forward.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distrec.models.blocks.cache import KVCache
+from distrec.models.blocks.masks import build_allowed
+
+TIME_BUCKET_DIVISOR = 0.301  # bucket = floor(ln(max(|dt|, 1)) / 0.301), as in the paper's code
+
+
+def time_buckets(q_times: torch.Tensor, k_times: torch.Tensor, num_buckets: int) -> torch.Tensor:
+    """[B, Tq], [B, Tk] unix seconds -> [B, Tq, Tk] bucket ids in 0..num_buckets."""
+    dt = (q_times.unsqueeze(-1) - k_times.unsqueeze(-2)).abs().clamp(min=1).float()
+    return (torch.log(dt) / TIME_BUCKET_DIVISOR).floor().long().clamp(0, num_buckets)
+
+
+def pytorch_hstu_attention(q, k, v, bias, allowed, n):
+    """q/k [B,H,Tq|Tk,dqk], v [B,H,Tk,dv]; bias [B|1,Tq,Tk] float or None (shared by heads);
+    allowed [B|1,Tq,Tk] bool or None; n the normaliser. Returns [B,H,Tq,dv]."""
+    scores = q @ k.transpose(-1, -2)
+    if bias is not None:
+        scores = scores + bias.unsqueeze(1).to(scores.dtype)
+    attn = F.silu(scores) / n
+    if allowed is not None:
+        attn = attn * allowed.unsqueeze(1).to(attn.dtype)
+    return attn @ v
+
+
+# Attention kernels behind one signature; a fused (Triton/CUDA) kernel can register here.
+HSTU_KERNELS = {"pytorch": pytorch_hstu_attention}
+
+
+class HSTULayer(nn.Module):
+    def __init__(self, d_model, n_heads, attn_dim, linear_dim, dropout, max_len, num_time_buckets, kernel="pytorch"):
+        super().__init__()
+        if kernel not in HSTU_KERNELS:
+            raise ValueError(f"HSTU kernel '{kernel}' is unknown; choose one of {sorted(HSTU_KERNELS)}")
+        self.n_heads, self.attn_dim, self.linear_dim = n_heads, attn_dim, linear_dim
+        self.max_len, self.kernel = max_len, HSTU_KERNELS[kernel]
+        self.norm_in = nn.LayerNorm(d_model)
+        self.uvqk = nn.Linear(d_model, n_heads * (2 * linear_dim + 2 * attn_dim))
+        self.norm_attn = nn.LayerNorm(n_heads * linear_dim)
+        self.out = nn.Linear(n_heads * linear_dim, d_model)
+        self.drop = nn.Dropout(dropout)
+        # rab_pos[r + max_len - 1] for relative position r = key_pos - query_pos; rab_time per bucket.
+        self.rab_pos = nn.Parameter(torch.randn(2 * max_len - 1) * 0.02)
+        self.rab_time = nn.Parameter(torch.randn(num_time_buckets + 1) * 0.02)
+
+    def bias(self, rel_idx, buckets):
+        """Relative attention bias [B|1, Tq, Tk] from precomputed indices (shared by the layers)."""
+        b = self.rab_pos[rel_idx]
+        return b if buckets is None else b + self.rab_time[buckets]
+
+    def forward(self, x, allowed, rel_idx, buckets, cache=None, layer=0):
+        B, T, _ = x.shape
+        H, da, dl = self.n_heads, self.attn_dim, self.linear_dim
+        u, v, q, k = F.silu(self.uvqk(self.norm_in(x))).split([H * dl, H * dl, H * da, H * da], dim=-1)
+        q, k, v = (t.view(B, T, H, -1).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        a = self.kernel(q, k, v, self.bias(rel_idx, buckets), allowed, self.max_len)
+        a = a.transpose(1, 2).reshape(B, T, H * dl)
+        return x + self.out(self.drop(u * self.norm_attn(a)))
+
+
+class HSTU(nn.Module):
+    """forward(x, mask=None, pad=None, timestamps=None, cache=None, positions=None) -> h [B,T,D].
+
+    Same masks as TransformerDecoder (allowed [T,T]/[B,T,T], default causal; pad [B,T]). Padding
+    keys get zero attention. `timestamps` [B,T] (unix seconds) add the time-gap bias. `positions`
+    ([T] or [B,T]) feed the learned absolute embedding and the relative position bias.
+    """
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.2, max_len: int = 200,
+                 num_time_buckets: int = 128, attn_dim: int | None = None, linear_dim: int | None = None,
+                 kernel: str = "pytorch", abs_positions: bool = True, causal: bool = True):
+        super().__init__()
+        self.n_layers, self.max_len, self.causal = n_layers, max_len, causal
+        self.num_time_buckets = num_time_buckets
+        attn_dim = attn_dim or d_model // n_heads
+        linear_dim = linear_dim or d_model // n_heads
+        self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            HSTULayer(d_model, n_heads, attn_dim, linear_dim, dropout, max_len, num_time_buckets, kernel)
+            for _ in range(n_layers)
+        )
+
+    def init_cache(self, capacity: int = 64) -> KVCache:
+        return KVCache(self.n_layers, capacity)
+
+    def forward(self, x, mask=None, pad=None, timestamps=None, cache=None, positions=None):
+        B, T, _ = x.shape
+        past = cache.length if cache is not None else 0
+        if positions is None:
+            if past + T > self.max_len:
+                raise ValueError(f"{past + T} positions exceed max_len={self.max_len}; raise the backbone's max_len")
+            positions = torch.arange(past, past + T, device=x.device)
+        positions = positions.expand(B, T) if positions.dim() == 1 else positions
+        q_pos, k_pos, q_times, k_times, key_pad = positions, positions, timestamps, timestamps, pad
+        if cache is not None:
+            k_pos = cache.extend_seq("positions", positions)
+            key_pad = cache.extend_seq("pad", pad if pad is not None else torch.zeros(B, T, dtype=torch.bool, device=x.device))
+            if timestamps is not None:
+                k_times = cache.extend_seq("timestamps", timestamps)
+        if self.pos is not None:
+            x = x + self.pos(q_pos)
+        allowed = build_allowed(mask, key_pad, T, past + T, x.device, self.causal)
+        rel = (k_pos.unsqueeze(1) - q_pos.unsqueeze(2)).clamp(-(self.max_len - 1), self.max_len - 1) + self.max_len - 1
+        buckets = None if timestamps is None else time_buckets(q_times, k_times, self.num_time_buckets)
+        h = self.drop(x)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, allowed, rel, buckets, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        return h

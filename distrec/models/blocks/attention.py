@@ -1,0 +1,64 @@
+"""Multi-head softmax attention on `scaled_dot_product_attention`, with optional KV cache and an
+additive bias (T5 relative positions). Masks follow blocks/masks.py (bool, True = may attend)."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distrec.models.blocks.masks import no_empty_rows
+
+
+def attend(q, k, v, allowed=None, bias=None, dropout_p=0.0, is_causal=False):
+    """q [B,H,Tq,d], k/v [B,H,Tk,d]; allowed [B|1,Tq,Tk] bool; bias [B|1,H,Tq,Tk] float."""
+    mask = None
+    if allowed is not None:
+        allowed = no_empty_rows(allowed).unsqueeze(1)
+    if bias is not None:
+        mask = bias.to(q.dtype)
+        if allowed is not None:
+            mask = mask.masked_fill(~allowed, float("-inf"))
+    elif allowed is not None:
+        mask = allowed
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal and mask is None)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (fused QKV) or cross-attention (`memory` given; K/V cacheable as static)."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, dropout: float = 0.0,
+                 bias: bool = True, cross: bool = False):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = head_dim or d_model // n_heads
+        inner = n_heads * self.head_dim
+        self.cross = cross
+        if cross:
+            self.q = nn.Linear(d_model, inner, bias=bias)
+            self.kv = nn.Linear(d_model, 2 * inner, bias=bias)
+        else:
+            self.qkv = nn.Linear(d_model, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, d_model, bias=bias)
+        self.dropout = dropout
+
+    def _heads(self, x):  # [B,T,H*d] -> [B,H,T,d]
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x, allowed=None, bias=None, is_causal=False, cache=None, layer=0, memory=None):
+        if self.cross:
+            q = self._heads(self.q(x))
+            names = (f"cross_k{layer}", f"cross_v{layer}")
+            if cache is not None and names[0] in cache.static:  # memory K/V computed once per generation
+                k, v = (cache.static[n] for n in names)
+            else:
+                k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))
+                if cache is not None:
+                    cache.static.update(zip(names, (k, v)))
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
+            if cache is not None:
+                k, v = cache.append(layer, k, v)
+        p = self.dropout if self.training else 0.0
+        h = attend(q, k, v, allowed, bias, p, is_causal)
+        B, H, T, d = h.shape
+        return self.out(h.transpose(1, 2).reshape(B, T, H * d))
