@@ -42,9 +42,12 @@ class DataConfig:
     min_item_interactions: int = 0
     max_history: Optional[int] = None  # keep only the last N interactions per user
     min_rating: Optional[float] = None  # drop interactions rated below this (explicit-feedback data)
+    categories: str = "hierarchy"  # hierarchy (category path -> category_1..3) | tags (unordered, e.g. genres)
     split: str = "leave_one_out"  # leave_one_out | temporal
     temporal_valid_frac: float = 0.1  # temporal split: fraction of time span for validation
     temporal_test_frac: float = 0.1
+    temporal_valid_start: Optional[int] = None  # explicit global cut-offs (unix seconds) override the fractions
+    temporal_test_start: Optional[int] = None
     on_error: str = "raise"  # raise | skip (skipped rows are counted in stats.json)
     num_shards: int = 4
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

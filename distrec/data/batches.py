@@ -1,0 +1,239 @@
+"""Training and evaluation batches from the prepared sequences (batch format: docs/architecture.md).
+
+Sequences live in flat numpy arrays (`SequenceData`); a training *sample* is a window of at most
+`max_history` positions ending at some position of a user's training prefix. Batches are built
+by vectorised gathers, left-padded with 0.
+
+Sampling is a pure function of (seed, step): every step's global batch is the same set of samples
+whatever the number of workers, and each worker takes its interleaved micro-batches from it. That
+keeps losses comparable across worker counts and makes the data position (the step) exact to
+checkpoint and resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from distrec.errors import ConfigError, DataError
+
+SEQUENCE_COLUMNS = ["user_id", "items", "valid_pos", "test_pos"]
+
+
+@dataclass
+class SequenceData:
+    """All users' sequences as flat arrays; user row u's items are items[offsets[u]:offsets[u+1]]."""
+
+    user_ids: np.ndarray  # int64 [U]
+    items: np.ndarray  # int64 [total interactions]
+    offsets: np.ndarray  # int64 [U + 1]
+    valid_pos: np.ndarray  # int64 [U], -1 = none
+    test_pos: np.ndarray  # int64 [U], -1 = none
+    timestamps: np.ndarray | None = None  # int64 aligned with items, when the data has them
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, source="sequences") -> "SequenceData":
+        missing = [c for c in SEQUENCE_COLUMNS if c not in table.column_names]
+        if missing:
+            raise DataError(f"sequences table lacks columns {missing}", source,
+                            hint="re-run `distrec prepare` (schema: docs/architecture.md)")
+        items = table.column("items").combine_chunks()
+        offsets = np.asarray(items.offsets, dtype=np.int64)
+        flat = np.asarray(items.values.to_numpy(zero_copy_only=False), dtype=np.int64)
+        timestamps = None
+        if "timestamps" in table.column_names and table.column("timestamps").null_count == 0:
+            ts = table.column("timestamps").combine_chunks()
+            timestamps = np.asarray(ts.values.to_numpy(zero_copy_only=False), dtype=np.int64)
+            if len(timestamps) != len(flat):
+                raise DataError("timestamps and items lists differ in length", source,
+                                hint="re-run `distrec prepare`")
+        offsets = offsets - offsets[0]
+        data = cls(
+            user_ids=table.column("user_id").to_numpy().astype(np.int64),
+            items=flat,
+            offsets=offsets,
+            valid_pos=table.column("valid_pos").to_numpy().astype(np.int64),
+            test_pos=table.column("test_pos").to_numpy().astype(np.int64),
+            timestamps=timestamps,
+        )
+        data.check(source)
+        return data
+
+    @property
+    def num_users(self) -> int:
+        return len(self.user_ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def train_lengths(self) -> np.ndarray:
+        """Length of each user's training prefix: items[:valid_pos], or all items without a split."""
+        n = self.lengths()
+        return np.where(self.valid_pos >= 0, self.valid_pos, n)
+
+    def check(self, source) -> None:
+        n = self.lengths()
+        bad = np.flatnonzero((self.valid_pos >= n) | (self.test_pos >= n) | (self.valid_pos < -1) | (self.test_pos < -1))
+        if len(bad):
+            raise DataError(f"user_id {self.user_ids[bad[0]]}: valid_pos/test_pos outside its items list "
+                            f"({len(bad)} users)", source, hint="re-run `distrec prepare`")
+        if len(self.items) and self.items.min() < 1:
+            raise DataError("item id < 1 in sequences (0 is padding)", source, hint="re-run `distrec prepare`")
+
+
+# ---------------------------------------------------------------- training samples
+
+@dataclass
+class TrainIndex:
+    """One row per training window: which user, where it ends, and whether all positions are labelled."""
+
+    user_row: np.ndarray  # int64 [S]
+    end: np.ndarray  # int64 [S]: the window's inputs are items[end-T:end], targets items[end-T+1:end+1]
+    label_all: np.ndarray  # bool [S]
+    num_labels: np.ndarray  # int64 [S]: labelled positions of the window
+
+    def __len__(self) -> int:
+        return len(self.user_row)
+
+
+def build_train_index(data: SequenceData, max_history: int) -> TrainIndex:
+    """Windows of `max_history` positions over each training prefix (RPG-style): the first window
+    labels every position; each later window (sliding by one) labels only its last position."""
+    T = int(max_history)
+    pairs = np.maximum(data.train_lengths() - 1, 0)  # (input, next item) pairs per user
+    rows = np.arange(data.num_users)
+    has = pairs > 0
+    first_rows = rows[has]
+    first_end = np.minimum(pairs[has], T)
+    extra = np.maximum(pairs - T, 0)  # later windows of each user
+    later_rows = np.repeat(rows, extra)
+    # ends T+1 .. pairs for each user, in order
+    starts = np.repeat(np.cumsum(extra) - extra, extra)
+    later_end = np.arange(len(later_rows)) - starts + T + 1
+    user_row = np.concatenate([first_rows, later_rows])
+    end = np.concatenate([first_end, later_end])
+    label_all = np.concatenate([np.ones(len(first_rows), bool), np.zeros(len(later_rows), bool)])
+    order = np.lexsort((end, user_row))  # user by user, oldest window first
+    user_row, end, label_all = user_row[order], end[order], label_all[order]
+    num_labels = np.where(label_all, end, 1)
+    return TrainIndex(user_row.astype(np.int64), end.astype(np.int64), label_all, num_labels.astype(np.int64))
+
+
+def _gather(data: SequenceData, rows: np.ndarray, ends: np.ndarray, T: int):
+    """Left-padded [B, T] positions `ends-T .. ends-1` of each row's items (flat indices + mask)."""
+    rel = ends[:, None] - T + np.arange(T)[None, :]
+    valid = rel >= 0
+    flat = data.offsets[rows][:, None] + np.where(valid, rel, 0)
+    return flat, valid
+
+
+def collate_train(data: SequenceData, index: TrainIndex, sample_ids: np.ndarray, max_history: int) -> dict:
+    rows, ends, label_all = index.user_row[sample_ids], index.end[sample_ids], index.label_all[sample_ids]
+    T = int(max_history)
+    flat, valid = _gather(data, rows, ends, T)
+    inputs = np.where(valid, data.items[flat], 0)
+    targets = np.where(valid, data.items[flat + 1], 0)
+    targets[~label_all, :-1] = 0  # later windows label only their newest position
+    batch = {
+        "input_ids": torch.from_numpy(inputs),
+        "target_ids": torch.from_numpy(targets),
+        "user_ids": torch.from_numpy(data.user_ids[rows]),
+    }
+    if data.timestamps is not None:
+        batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
+    return batch
+
+
+class TrainSampler:
+    """Global batch of step s = a slice of the seeded permutation of epoch s // steps_per_epoch.
+
+    Worker `rank` takes micro-batches a*world + rank (a < accumulation steps) of it, so the union
+    over workers is the same global batch for any world size. The last partial batch is dropped.
+    """
+
+    def __init__(self, index: TrainIndex, global_batch: int, micro_batch: int, world_size: int,
+                 rank: int, seed: int, weighting: str = "labels"):
+        if global_batch % (micro_batch * world_size):
+            raise ConfigError(f"train.global_batch_size={global_batch} is not a multiple of "
+                              f"micro-batch {micro_batch} x {world_size} workers")
+        if len(index) < global_batch:
+            raise ConfigError(f"train.global_batch_size={global_batch} is larger than the {len(index)} "
+                              "training samples; lower it")
+        if weighting not in ("labels", "rows"):
+            raise ConfigError(f"train.loss_weighting='{weighting}' is unknown; choose labels or rows")
+        self.index, self.gb, self.mb, self.world, self.rank = index, global_batch, micro_batch, world_size, rank
+        self.seed, self.weighting = seed, weighting
+        self.accum = global_batch // (micro_batch * world_size)
+        self.steps_per_epoch = len(index) // global_batch
+        self._epoch, self._perm = -1, None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.index))
+        return self._perm
+
+    def global_batch(self, step: int) -> np.ndarray:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        return self.permutation(epoch)[i * self.gb:(i + 1) * self.gb]
+
+    def micro_batches(self, step: int) -> list[tuple[np.ndarray, float]]:
+        """This worker's (sample ids, loss weight) for `step`. Weights over all workers' micro-batches
+        sum to 1: each micro-batch's share of the global batch's labelled positions (or rows)."""
+        ids = self.global_batch(step)
+        if self.weighting == "labels":
+            counts = self.index.num_labels[ids].astype(np.float64)
+        else:
+            counts = np.ones(len(ids))
+        total = counts.sum()
+        out = []
+        for a in range(self.accum):
+            block = a * self.world + self.rank
+            sl = slice(block * self.mb, (block + 1) * self.mb)
+            out.append((ids[sl], float(counts[sl].sum() / total)))
+        return out
+
+
+# ---------------------------------------------------------------- evaluation batches
+
+def eval_rows(data: SequenceData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user rows, target positions) of the users who have a `split` target and some history."""
+    if split not in ("valid", "test"):
+        raise ConfigError(f"split='{split}' is unknown; choose valid or test")
+    pos = data.valid_pos if split == "valid" else data.test_pos
+    rows = np.flatnonzero(pos >= 1)
+    return rows, pos[rows]
+
+
+def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_history: int) -> dict:
+    """History items[:pos] (last `max_history`, left-padded) and the target items[pos]."""
+    flat, valid = _gather(data, rows, pos, int(max_history))
+    batch = {
+        "input_ids": torch.from_numpy(np.where(valid, data.items[flat], 0)),
+        "target": torch.from_numpy(data.items[data.offsets[rows] + pos]),
+        "user_ids": torch.from_numpy(data.user_ids[rows]),
+    }
+    if data.timestamps is not None:
+        batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
+    return batch
+
+
+def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1, max_users: int | None = None):
+    """Yield (batch, n_real) for this worker's share of `split`. Every worker yields the same number of
+    batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B."""
+    rows, pos = eval_rows(data, split)
+    if max_users is not None:
+        rows, pos = rows[:max_users], pos[:max_users]
+    per_rank = -(-len(rows) // world_size)
+    mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(rows)))
+    rows, pos = rows[mine], pos[mine]
+    for start in range(0, per_rank, batch_size):
+        r, p = rows[start:start + batch_size], pos[start:start + batch_size]
+        n_real = len(r)
+        if n_real == 0:  # this worker ran out: a dummy batch of one user keeps ranks in step
+            r, p = eval_rows(data, split)[0][:1], eval_rows(data, split)[1][:1]
+        yield collate_eval(data, r, p, max_history), n_real

@@ -1,0 +1,107 @@
+"""Reading the `data/` artifact back: what every later stage uses.
+
+    data = load_prepared("runs/beauty/data")
+    data.num_items, data.item_counts(), data.train_sequences(), data.eval_examples("test")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from distrec.artifacts import read_json, read_manifest, read_table
+from distrec.data.splits import train_end
+
+
+@dataclass
+class PreparedData:
+    directory: Path
+    items: pa.Table  # item_id, raw_id, typed fields (kinds in stats["fields"])
+    sequences: pa.Table  # user_id, raw_user_id, items, [timestamps], valid_pos, test_pos
+    stats: dict
+    split: dict
+    manifest: dict
+
+    @property
+    def num_items(self) -> int:
+        return int(self.stats["items"])
+
+    @property
+    def num_users(self) -> int:
+        return int(self.stats["users"])
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Item field name -> kind (text | categorical | multi_categorical | numeric)."""
+        return self.stats["fields"]
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        return self.sequences.column("items").combine_chunks().offsets.to_numpy().astype(np.int64)
+
+    @cached_property
+    def flat_items(self) -> np.ndarray:
+        return self.sequences.column("items").combine_chunks().values.to_numpy().astype(np.int64)
+
+    @cached_property
+    def train_lengths(self) -> np.ndarray:
+        """Length of each user's training prefix (see distrec.data.splits.train_end)."""
+        valid = self.sequences.column("valid_pos").to_numpy()
+        test = self.sequences.column("test_pos").to_numpy()
+        return train_end(valid, test, np.diff(self.offsets))
+
+    def train_mask(self) -> np.ndarray:
+        """Boolean mask over the flattened `items` column: True where an interaction is in training."""
+        lengths = np.diff(self.offsets)
+        position = np.arange(len(self.flat_items)) - np.repeat(self.offsets[:-1], lengths)
+        return position < np.repeat(self.train_lengths, lengths)
+
+    def item_counts(self) -> np.ndarray:
+        """Training-split frequency of each item id: int64 [num_items + 1], index 0 (padding) = 0."""
+        counts = np.bincount(self.flat_items[self.train_mask()], minlength=self.num_items + 1)
+        counts[0] = 0
+        return counts.astype(np.int64)
+
+    def train_item_ids(self) -> np.ndarray:
+        """Sorted ids of the items that occur in some user's training prefix."""
+        return np.flatnonzero(self.item_counts())
+
+    def train_sequences(self) -> list[np.ndarray]:
+        """Each user's training prefix (oldest -> newest)."""
+        return [self.flat_items[s: s + n] for s, n in zip(self.offsets[:-1], self.train_lengths)]
+
+    def eval_examples(self, which: str = "test") -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """(user_ids, histories, targets) of the users with a `which` ('valid' | 'test') target."""
+        pos = self.sequences.column(f"{which}_pos").to_numpy()
+        users = np.flatnonzero(pos >= 0)
+        starts = self.offsets[users]
+        histories = [self.flat_items[s: s + p] for s, p in zip(starts, pos[users])]
+        targets = self.flat_items[starts + pos[users]]
+        user_ids = self.sequences.column("user_id").to_numpy()[users]
+        return user_ids, histories, targets
+
+    def vocabulary(self, field: str) -> list[str]:
+        """Names of a categorical field's ids: index i -> value of id i (index 0 = missing = '')."""
+        table = read_table(self.directory / "maps" / field)
+        names = [""] * (len(table) + 1)
+        for value, i in zip(table.column("value").to_pylist(), table.column("id").to_pylist()):
+            names[i] = value
+        return names
+
+
+def load_prepared(data_dir: str | Path) -> PreparedData:
+    """Load a complete `data/` artifact (raises DataError when it is missing or half-written)."""
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir)
+    return PreparedData(
+        directory=data_dir,
+        items=read_table(data_dir / "items"),
+        sequences=read_table(data_dir / "sequences"),
+        stats=read_json(data_dir / "stats.json"),
+        split=read_json(data_dir / "splits.json"),
+        manifest=manifest,
+    )

@@ -1,0 +1,60 @@
+"""Split definitions: where each user's validation and test targets sit in their sequence.
+
+Every split fills `valid_pos`/`test_pos` (-1 = none). The training prefix of a user is
+`items[:train_end]`: up to the first target the user has, all items when there is none.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distrec.errors import ConfigError
+
+
+def train_end(valid_pos: np.ndarray, test_pos: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Length of each user's training prefix (no target and nothing after a target leaks into it)."""
+    first_target = np.where(valid_pos >= 0, valid_pos, test_pos)
+    return np.where(first_target >= 0, first_target, lengths)
+
+
+def leave_one_out(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Last item = test, second to last = validation; users with fewer than 3 items only train (as SASRec)."""
+    has_targets = lengths >= 3
+    valid = np.where(has_targets, lengths - 2, -1).astype(np.int32)
+    test = np.where(has_targets, lengths - 1, -1).astype(np.int32)
+    return valid, test
+
+
+def temporal_cutoffs(timestamps: np.ndarray, cfg) -> tuple[int, int]:
+    """Global (validation start, test start) in unix seconds: explicit ones, or fractions of the time span."""
+    t0, t1 = int(timestamps.min()), int(timestamps.max())
+    span = t1 - t0
+    test_start = cfg.temporal_test_start if cfg.temporal_test_start is not None \
+        else t1 - int(span * cfg.temporal_test_frac)
+    valid_start = cfg.temporal_valid_start if cfg.temporal_valid_start is not None \
+        else test_start - int(span * cfg.temporal_valid_frac)
+    if valid_start > test_start:
+        raise ConfigError(f"data.temporal_valid_start ({valid_start}) is after data.temporal_test_start ({test_start})")
+    return valid_start, test_start
+
+
+def temporal(offsets: np.ndarray, timestamps: np.ndarray, valid_start: int, test_start: int):
+    """Per user: validation target = first interaction in [valid_start, test_start), test target = first
+    interaction at or after test_start. Returns (valid_pos, test_pos, keep_length): interactions after
+    a user's last target are cut (they would be neither history nor target), the count is reported."""
+    num_users = len(offsets) - 1
+    valid = np.full(num_users, -1, np.int32)
+    test = np.full(num_users, -1, np.int32)
+    keep = np.diff(offsets).astype(np.int64)
+    for u in range(num_users):
+        ts = timestamps[offsets[u]: offsets[u + 1]]
+        first_valid = int(np.searchsorted(ts, valid_start, "left"))
+        first_test = int(np.searchsorted(ts, test_start, "left"))
+        if first_valid < first_test:
+            valid[u] = first_valid
+        if first_test < len(ts):
+            test[u] = first_test
+        last_target = max(valid[u], test[u])
+        if last_target >= 0:
+            keep[u] = last_target + 1
+    return valid, test, keep
