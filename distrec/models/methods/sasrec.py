@@ -100,9 +100,19 @@ class SASRec(nn.Module):
             x = block(x, mask)
         return self.final_norm(x)
 
-    def item_scores(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of every catalog item (column 0, the padding id, is -inf) [N, num_items + 1]."""
-        scores = (hidden @ self.item_emb.weight.t()).float() / self.temperature
+    def item_scores(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Scores of every catalog item (column 0, the padding id, is -inf) [N, num_items + 1].
+
+        `exact` computes them in fp32 even under bf16 autocast: bf16 scores (8-bit mantissa) tie
+        often among thousands of items, and ranking treats ties conservatively.
+        """
+        weight = self.item_emb.weight
+        if exact:
+            with torch.autocast(hidden.device.type, enabled=False):
+                scores = hidden.float() @ weight.float().t()
+        else:
+            scores = (hidden @ weight.t()).float()
+        scores = scores / self.temperature
         scores[:, 0] = float("-inf")
         return scores
 
@@ -145,7 +155,7 @@ class SASRec(nn.Module):
     @torch.no_grad()
     def score_all(self, batch: dict) -> torch.Tensor:
         """Scores of every item for the next step after each history [B, num_items + 1]."""
-        return self.item_scores(self.encode(batch["input_ids"])[:, -1])
+        return self.item_scores(self.encode(batch["input_ids"])[:, -1], exact=True)
 
     @torch.no_grad()
     def recommend(self, batch: dict, k: int):

@@ -1,0 +1,84 @@
+"""Run a model's `recommend` over evaluation batches and accumulate the metrics.
+
+Used by the `evaluate` stage and by the training engine for validation (which all-reduces
+`result.metrics.state()` across ranks before reading it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from distrec.eval.metrics import MetricAccumulator, conservative_ranks
+
+
+@dataclass
+class Evaluation:
+    metrics: MetricAccumulator
+    # filled when keep_predictions: user_id, target, rank, items [K], scores [K] (one entry per user)
+    predictions: dict[str, list] = field(default_factory=dict)
+
+
+def drop_history(item_ids: torch.Tensor, scores: torch.Tensor, history: torch.Tensor):
+    """Move the items of each user's history to the end of their top list (scores -inf), keeping
+    the order of the rest, so the first columns are the best unseen items."""
+    seen = (item_ids[:, :, None] == history[:, None, :]).any(-1) & (item_ids > 0)
+    order = torch.sort(seen.to(torch.int8), dim=1, stable=True).indices
+    item_ids, scores, seen = item_ids.gather(1, order), scores.float().gather(1, order), seen.gather(1, order)
+    return item_ids, scores.masked_fill(seen, float("-inf"))
+
+
+def _precision_context(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False, keep_predictions: bool = False,
+             precision: str = "fp32", progress: bool = False, total: int | None = None) -> Evaluation:
+    """Evaluate `model` on `batches` (dicts with `input_ids` [B, T], `target` [B], `user_ids` [B]).
+
+    The model is asked for max(ks) + 1 items (plus the history width with `filter_history`), so
+    every rank below max(ks) is exact under conservative tie-breaking.
+    """
+    ks = sorted(int(k) for k in ks)
+    acc = MetricAccumulator(ks, num_items)
+    out = Evaluation(acc)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for batch in tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not progress):
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            width = ks[-1] + 1 + (batch["input_ids"].shape[1] if filter_history else 0)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            with _precision_context(device, precision):
+                item_ids, scores = model.recommend(batch, width)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            if filter_history:
+                item_ids, scores = drop_history(item_ids, scores, batch["input_ids"])
+                item_ids, scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
+            target = batch["target"]
+            ranks = conservative_ranks(item_ids, scores, target)
+            acc.update(ranks, item_ids[:, :ks[-1]], seconds)
+            if keep_predictions:
+                _keep(out.predictions, batch, ranks, item_ids[:, :ks[-1]], scores[:, :ks[-1]])
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _keep(predictions: dict, batch: dict, ranks, item_ids, scores) -> None:
+    columns = {"user_id": batch["user_ids"], "target": batch["target"], "rank": ranks,
+               "items": item_ids, "scores": scores.float()}
+    for name, values in columns.items():
+        predictions.setdefault(name, []).extend(values.cpu().tolist())

@@ -1,0 +1,54 @@
+"""The evaluation protocol: everything that decides what a metric means, written into every
+metrics.json so two numbers are only compared when their protocols match."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from distrec.errors import ConfigError
+
+SPLITS = ("valid", "test")
+DECODINGS = ("auto", "beam", "exhaustive", "holistic", "graph")
+
+
+@dataclass
+class EvalProtocol:
+    split: str = "test"  # valid: predict items[valid_pos]; test: predict items[test_pos]
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
+    ranking: str = "full-catalog"  # every item of the catalog is a candidate; no sampled negatives
+    ties: str = "conservative"  # an item scoring exactly the target's score ranks above the target
+    target: str = "leave-one-out: one held-out next item per user"
+    filter_history: bool = False  # items already in the history are removed from the ranking
+    decoding: str = "auto"  # generative methods: how SID sequences are decoded
+    beam_width: int = 20
+    checkpoint: str = "best"  # which trained weights were evaluated
+    checkpoint_selection: str = "best validation NDCG@10"
+    max_users: Optional[int] = None  # null = every user with a target in the split
+    method: str = ""
+    dataset: str = ""
+    data_hash: str = ""  # content hash of the prepared sequences
+    sid_hash: Optional[str] = None  # SID table content hash (semantic-ID methods)
+
+    def __post_init__(self):
+        if self.split not in SPLITS:
+            raise ConfigError(f"eval.split='{self.split}' is unknown; choose one of {list(SPLITS)}")
+        if not self.ks or any(int(k) < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks={list(self.ks)} must be a non-empty list of positive integers")
+        self.ks = sorted({int(k) for k in self.ks})
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"eval.decoding='{self.decoding}' is unknown; choose one of {list(DECODINGS)}")
+        if self.beam_width < max(self.ks):
+            raise ConfigError(f"eval.beam_width={self.beam_width} is smaller than max(eval.ks)={max(self.ks)}: "
+                              "a beam cannot return more items than its width; raise eval.beam_width")
+
+    @classmethod
+    def from_config(cls, cfg, **recorded) -> "EvalProtocol":
+        """Build from the composed config (`cfg.eval`, `cfg.method`, `cfg.data`) plus hashes."""
+        e = cfg.eval
+        return cls(split=e.split, ks=list(e.ks), filter_history=e.filter_history, decoding=e.decoding,
+                   beam_width=e.beam_width, checkpoint=str(e.checkpoint), max_users=e.max_users,
+                   method=cfg.method.name, dataset=cfg.data.name, **recorded)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
