@@ -41,7 +41,9 @@ def _precision_context(device: torch.device, precision: str):
 @torch.no_grad()
 def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False, keep_predictions: bool = False,
              precision: str = "fp32", progress: bool = False, total: int | None = None) -> Evaluation:
-    """Evaluate `model` on `batches` (dicts with `input_ids` [B, T], `target` [B], `user_ids` [B]).
+    """Evaluate `model` on `batches`: dicts with `input_ids` [B, T], `target` [B], `user_ids` [B],
+    or (dict, n_real) pairs as `distrec.data.batches.eval_batches` yields them, where only the first
+    n_real rows count (the rest pad a rank's share so every rank runs the same number of forwards).
 
     The model is asked for max(ks) + 1 items (plus the history width with `filter_history`), so
     every rank below max(ks) is exact under conservative tie-breaking.
@@ -54,6 +56,7 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
     device = next(model.parameters()).device
     try:
         for batch in tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not progress):
+            batch, n_real = batch if isinstance(batch, tuple) else (batch, None)
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             width = ks[-1] + 1 + (batch["input_ids"].shape[1] if filter_history else 0)
             if device.type == "cuda":
@@ -67,8 +70,10 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
             if filter_history:
                 item_ids, scores = drop_history(item_ids, scores, batch["input_ids"])
                 item_ids, scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
-            target = batch["target"]
-            ranks = conservative_ranks(item_ids, scores, target)
+            if n_real is not None:
+                batch = {k: v[:n_real] if torch.is_tensor(v) else v for k, v in batch.items()}
+                item_ids, scores = item_ids[:n_real], scores[:n_real]
+            ranks = conservative_ranks(item_ids, scores, batch["target"])
             acc.update(ranks, item_ids[:, :ks[-1]], seconds)
             if keep_predictions:
                 _keep(out.predictions, batch, ranks, item_ids[:, :ks[-1]], scores[:, :ks[-1]])

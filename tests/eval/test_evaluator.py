@@ -61,3 +61,12 @@ def test_top_list_ranks_equal_full_score_ranks_for_sasrec():
     assert torch.equal(listed[inside], full[inside]) and (listed[~inside] >= 10).all()
     assert len(out.predictions["items"][0]) == 10 and out.predictions["user_id"] == list(range(64))
     assert model.training is False
+
+
+def test_padding_rows_of_eval_batches_do_not_count():
+    model = FixedScores(torch.arange(11, dtype=torch.float).repeat(3, 1))
+    padded = (batch_of([0, 1, 1], [10, 9, 9], [[1], [1], [1]]), 2)  # the third row repeats a user
+    empty = (batch_of([0], [10], [[1]]), 0)  # a rank that ran out still calls the model
+    out = evaluate(model, [padded, empty], ks=[1], num_items=10, keep_predictions=True)
+    assert out.metrics.users == 2 and out.metrics.result()["recall@1"] == 0.5
+    assert out.predictions["user_id"] == [0, 1]
