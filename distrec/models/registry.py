@@ -13,6 +13,7 @@ from distrec.errors import ConfigError
 
 METHODS = {
     "sasrec": "distrec.models.methods.sasrec:SASRec",
+    "hstu_retrieval": "distrec.models.methods.hstu_retrieval:HSTURetrieval",
     # added by later issues: hstu_retrieval, tiger, flat_decoder, rpg, acerec, intrr
 }
 

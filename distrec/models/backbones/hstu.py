@@ -28,16 +28,22 @@ def time_buckets(q_times: torch.Tensor, k_times: torch.Tensor, num_buckets: int)
     return (torch.log(dt) / TIME_BUCKET_DIVISOR).floor().long().clamp(0, num_buckets)
 
 
+MASKED = -1.0e4  # SiLU(MASKED + score) is exactly 0 (and so is its gradient) in fp32 and bf16
+
+
 def pytorch_hstu_attention(q, k, v, bias, allowed, n):
     """q/k [B,H,Tq|Tk,dqk], v [B,H,Tk,dv]; bias [B|1,Tq,Tk] float or None (shared by heads);
-    allowed [B|1,Tq,Tk] bool or None; n the normaliser. Returns [B,H,Tq,dv]."""
+    allowed [B|1,Tq,Tk] bool or None; n the normaliser. Returns [B,H,Tq,dv].
+
+    The mask is folded into the bias (a large negative score has SiLU 0) and 1/n is applied to the
+    [.., Tq, dv] output rather than the [.., Tq, Tk] scores: two fewer passes over the big tensor."""
     scores = q @ k.transpose(-1, -2)
+    if allowed is not None:
+        bias = (torch.zeros((), dtype=scores.dtype, device=q.device) if bias is None else bias).to(scores.dtype)
+        bias = bias.masked_fill(~allowed, MASKED)
     if bias is not None:
         scores = scores + bias.unsqueeze(1).to(scores.dtype)
-    attn = F.silu(scores) / n
-    if allowed is not None:
-        attn = attn * allowed.unsqueeze(1).to(attn.dtype)
-    return attn @ v
+    return (F.silu(scores) @ v) / n
 
 
 # Attention kernels behind one signature; a fused (Triton/CUDA) kernel can register here.
@@ -94,6 +100,8 @@ class HSTU(nn.Module):
         attn_dim = attn_dim or d_model // n_heads
         linear_dim = linear_dim or d_model // n_heads
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos.weight, std=math.sqrt(1.0 / d_model))
         self.drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(d_model, n_heads, attn_dim, linear_dim, dropout, max_len, num_time_buckets, kernel)
@@ -110,10 +118,10 @@ class HSTU(nn.Module):
             if past + T > self.max_len:
                 raise ValueError(f"{past + T} positions exceed max_len={self.max_len}; raise the backbone's max_len")
             positions = torch.arange(past, past + T, device=x.device)
-        positions = positions.expand(B, T) if positions.dim() == 1 else positions
+        positions = positions.unsqueeze(0) if positions.dim() == 1 else positions  # [1|B, T]
         q_pos, k_pos, q_times, k_times, key_pad = positions, positions, timestamps, timestamps, pad
         if cache is not None:
-            k_pos = cache.extend_seq("positions", positions)
+            k_pos = cache.extend_seq("positions", positions.expand(B, T))
             key_pad = cache.extend_seq("pad", pad if pad is not None else torch.zeros(B, T, dtype=torch.bool, device=x.device))
             if timestamps is not None:
                 k_times = cache.extend_seq("timestamps", timestamps)

@@ -41,6 +41,8 @@ class TransformerDecoder(nn.Module):
         super().__init__()
         self.n_layers, self.max_len, self.causal = n_layers, max_len, causal
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
+        if self.pos is not None:
+            nn.init.normal_(self.pos.weight, std=0.02)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff, dropout, head_dim) for _ in range(n_layers))
         self.ln_out = nn.LayerNorm(d_model)
