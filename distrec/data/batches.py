@@ -40,6 +40,8 @@ class SequenceData:
         if missing:
             raise DataError(f"sequences table lacks columns {missing}", source,
                             hint="re-run `distrec prepare` (schema: docs/architecture.md)")
+        # rows in user_id order: the same samples whatever order the shards were read in
+        table = table.sort_by("user_id")
         items = table.column("items").combine_chunks()
         offsets = np.asarray(items.offsets, dtype=np.int64)
         flat = np.asarray(items.values.to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -225,9 +227,10 @@ def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: i
                  rank: int = 0, world_size: int = 1, max_users: int | None = None):
     """Yield (batch, n_real) for this worker's share of `split`. Every worker yields the same number of
     batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B."""
-    rows, pos = eval_rows(data, split)
+    all_rows, all_pos = eval_rows(data, split)
     if max_users is not None:
-        rows, pos = rows[:max_users], pos[:max_users]
+        all_rows, all_pos = all_rows[:max_users], all_pos[:max_users]
+    rows, pos = all_rows, all_pos
     per_rank = -(-len(rows) // world_size)
     mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(rows)))
     rows, pos = rows[mine], pos[mine]
@@ -235,5 +238,5 @@ def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: i
         r, p = rows[start:start + batch_size], pos[start:start + batch_size]
         n_real = len(r)
         if n_real == 0:  # this worker ran out: a dummy batch of one user keeps ranks in step
-            r, p = eval_rows(data, split)[0][:1], eval_rows(data, split)[1][:1]
+            r, p = all_rows[:1], all_pos[:1]
         yield collate_eval(data, r, p, max_history), n_real

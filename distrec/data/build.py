@@ -98,31 +98,36 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
         raise DataError("no interactions left after filtering", cfg.path,
                         hint="lower data.min_user_interactions / min_item_interactions / min_rating")
 
+    # split each user's sequence (grouped by user code, chronological)
+    groups, lengths = np.unique(user, return_counts=True)
+    offsets = np.r_[0, np.cumsum(lengths)]
+    split, valid, test = make_split(cfg, offsets, time, lengths)
+    if "keep" in split:  # temporal: interactions after a user's last target are cut
+        keep_len = split.pop("keep")
+        apply(np.arange(len(user)) - np.repeat(offsets[:-1], lengths) < np.repeat(keep_len, lengths),
+              "after_last_target_or_test_without_valid")
+        nonempty = keep_len > 0
+        groups, valid, test = groups[nonempty], valid[nonempty], test[nonempty]
+        split["counts"]["users"] = int(nonempty.sum())
+
     # dense ids: 1..U and 1..N in the order of the source keys (numeric when integer)
     user_keys = np.array(list(log.user_codes), dtype=object)
     item_keys = np.array(list(log.item_codes), dtype=object)
-    used_users, used_items = np.unique(user), np.unique(item)
+    used_items = np.unique(item)
     user_dense = np.zeros(len(user_keys), np.int64)
     item_dense = np.zeros(len(item_keys), np.int64)
-    u_order = used_users[dense_order(list(user_keys[used_users]))]
+    u_order = groups[dense_order(list(user_keys[groups]))]
     i_order = used_items[dense_order(list(item_keys[used_items]))]
     user_dense[u_order] = np.arange(1, len(u_order) + 1)
     item_dense[i_order] = np.arange(1, len(i_order) + 1)
     user, item = user_dense[user], item_dense[item]
     regroup = np.argsort(user, kind="stable")
-    user, item = user[regroup], item[regroup]
+    item = item[regroup]
     time = time[regroup] if time is not None else None
-
-    lengths = np.bincount(user)[1:]
+    by_dense = np.argsort(user_dense[groups])
+    valid, test = valid[by_dense], test[by_dense]
+    lengths = np.bincount(user, minlength=len(u_order) + 1)[1:]
     offsets = np.r_[0, np.cumsum(lengths)]
-    split, valid, test = make_split(cfg, offsets, time, lengths)
-    if "keep" in split:  # temporal: interactions after a user's last target are cut
-        keep_len = split.pop("keep")
-        mask = np.arange(len(item)) - np.repeat(offsets[:-1], lengths) < np.repeat(keep_len, lengths)
-        filtered["after_last_target"] += int((~mask).sum())
-        item, time = item[mask], time[mask]
-        lengths = keep_len
-        offsets = np.r_[0, np.cumsum(lengths)]
 
     user_source = [str(k) for k in user_keys[u_order]]
     user_raw = [raw.user_raw.get(k, k) for k in user_source]
@@ -172,14 +177,15 @@ def make_split(cfg, offsets, time, lengths):
         if time is None:
             raise ConfigError(f"data.split=temporal needs timestamps and {cfg.name} has none; use data.split=leave_one_out")
         valid_start, test_start = splits.temporal_cutoffs(time, cfg)
-        valid, test, keep = splits.temporal(offsets, time, valid_start, test_start)
+        valid, test, keep, test_without_valid = splits.temporal(offsets, time, valid_start, test_start)
         spec = {"kind": "temporal", "valid_start": valid_start, "test_start": test_start,
-                "valid_frac": cfg.temporal_valid_frac, "test_frac": cfg.temporal_test_frac, "keep": keep}
+                "valid_frac": cfg.temporal_valid_frac, "test_frac": cfg.temporal_test_frac,
+                "users_with_test_but_no_valid_period_interaction": test_without_valid, "keep": keep}
     else:
         raise ConfigError(f"data.split='{cfg.split}' is unknown; choose leave_one_out or temporal")
     spec["counts"] = {"users": int(len(lengths)), "valid_users": int((valid >= 0).sum()),
                       "test_users": int((test >= 0).sum())}
-    spec["train_prefix"] = "items[:valid_pos], or items[:test_pos] when valid_pos = -1, or all items"
+    spec["train_prefix"] = "items[:valid_pos]; all items when valid_pos = -1 (then test_pos = -1 too)"
     return spec, valid, test
 
 

@@ -22,12 +22,17 @@ class SyntheticConfig:
     num_users: int = 4000
     categories: list[int] = field(default_factory=lambda: [8, 4, 4])  # branching of the 3-level hierarchy
     num_brands: int = 200
-    zipf_exponent: float = 1.05
-    num_interests: int = 32  # latent user interests that generate sequences
+    zipf_exponent: float = 1.05  # item popularity inside a leaf category ~ rank^-s
+    interest_level: int = 2  # a latent interest is a category subtree rooted at this level (1..3)
+    user_interests: int = 3  # interests per user
+    switch_prob: float = 0.2  # chance per step to move on to the user's next interest (temporal drift)
+    noise_prob: float = 0.05  # chance per step of an item from anywhere in the catalog
     mean_length: float = 12.0
     min_length: int = 5
     max_length: int = 60
+    timestamps: bool = True  # per-interaction unix seconds (needed for data.split=temporal)
     shard_items: int = 1_000_000  # items generated per shard (bounds memory for 10M catalogs)
+    shard_users: int = 200_000  # users generated per sequences shard
 
 
 @dataclass

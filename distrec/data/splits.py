@@ -1,7 +1,8 @@
 """Split definitions: where each user's validation and test targets sit in their sequence.
 
-Every split fills `valid_pos`/`test_pos` (-1 = none). The training prefix of a user is
-`items[:train_end]`: up to the first target the user has, all items when there is none.
+Every split fills `valid_pos`/`test_pos` (-1 = none) so that the contract of docs/architecture.md
+holds: training uses `items[:valid_pos]`, or all items when valid_pos is -1, which is only the case
+for users without any target (test_pos is then -1 too).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from distrec.errors import ConfigError
 
 
 def train_end(valid_pos: np.ndarray, test_pos: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Length of each user's training prefix (no target and nothing after a target leaks into it)."""
+    """Length of each user's training prefix; a test target never falls inside it."""
     first_target = np.where(valid_pos >= 0, valid_pos, test_pos)
     return np.where(first_target >= 0, first_target, lengths)
 
@@ -40,21 +41,27 @@ def temporal_cutoffs(timestamps: np.ndarray, cfg) -> tuple[int, int]:
 
 def temporal(offsets: np.ndarray, timestamps: np.ndarray, valid_start: int, test_start: int):
     """Per user: validation target = first interaction in [valid_start, test_start), test target = first
-    interaction at or after test_start. Returns (valid_pos, test_pos, keep_length): interactions after
-    a user's last target are cut (they would be neither history nor target), the count is reported."""
+    interaction at or after test_start. Returns (valid_pos, test_pos, keep_length, test_without_valid).
+
+    Interactions after a user's last target are cut (they would be neither history nor target). A user
+    with a test-period interaction but none in the validation period keeps only the history before
+    test_start (no targets): otherwise their test item would sit in their training prefix."""
     num_users = len(offsets) - 1
     valid = np.full(num_users, -1, np.int32)
     test = np.full(num_users, -1, np.int32)
     keep = np.diff(offsets).astype(np.int64)
+    test_without_valid = 0
     for u in range(num_users):
         ts = timestamps[offsets[u]: offsets[u + 1]]
         first_valid = int(np.searchsorted(ts, valid_start, "left"))
         first_test = int(np.searchsorted(ts, test_start, "left"))
         if first_valid < first_test:
             valid[u] = first_valid
-        if first_test < len(ts):
-            test[u] = first_test
-        last_target = max(valid[u], test[u])
-        if last_target >= 0:
-            keep[u] = last_target + 1
-    return valid, test, keep
+            keep[u] = first_valid + 1
+            if first_test < len(ts):
+                test[u] = first_test
+                keep[u] = first_test + 1
+        elif first_test < len(ts):
+            test_without_valid += 1
+            keep[u] = first_test
+    return valid, test, keep, test_without_valid
