@@ -27,6 +27,21 @@ class ModelConfig:
 
 
 @dataclass
+class AceRecConfig:
+    """ACERec (methods.md §1). Defaults from the paper summaries; see docs/acerec.md for the open choices."""
+
+    k: int = 4  # latents per item (compression r = m / k)
+    merger: str = "atm"  # atm | mean | mlp | conv (ablation)
+    intent: str = "summary"  # summary (Intent Token initialised from the item summary) | static | none
+    gamma: float = 0.03  # MTP temperature
+    tau: float = 0.07  # ISA temperature
+    beta: float = 0.02  # ISA popularity (logQ) correction strength
+    isa_weight: float = 0.1  # lambda; 0 turns ISA off
+    recon_weight: float = 0.03  # alpha (v2); 0 turns the reconstruction decoder off (v1)
+    loss_positions: str = "all"  # all | last: which history positions carry the loss
+
+
+@dataclass
 class MethodConfig:
     """The recommender built on the backbone, and its method-specific knobs."""
 
@@ -36,3 +51,13 @@ class MethodConfig:
     temperature: float = 1.0
     normalize: bool = False  # L2-normalised embeddings (HSTU retrieval)
     in_batch_negatives: bool = False  # hstu_retrieval: the batch's targets (up to num_negatives) as extra negatives
+    # semantic-ID generation (tiger, flat_decoder, rpg)
+    beam_width: int = 20  # beam search width (raised to k when k is larger)
+    decoding: str = "auto"  # auto | beam | exhaustive (tiger/flat_decoder); auto | holistic | graph (rpg)
+    user_tokens: int = 0  # tiger: hashed user-id buckets, one token after the history (paper: 2000); 0 = none
+    rpg_embd_dropout: float = 0.5  # rpg: dropout on the mean-pooled item embeddings (GPT-2 embd_pdrop)
+    rpg_attn_dropout: float = 0.5  # rpg: attention dropout (GPT-2 attn_pdrop); model.dropout = residual
+    rpg_graph_edges: int = 200  # rpg graph decoding: neighbours per item
+    rpg_graph_beams: int = 20  # rpg graph decoding: beams (raised to k when k is larger)
+    rpg_graph_steps: int = 3  # rpg graph decoding: propagation steps
+    acerec: AceRecConfig = field(default_factory=AceRecConfig)

@@ -13,7 +13,11 @@ from distrec.errors import ConfigError
 
 METHODS = {
     "sasrec": "distrec.models.methods.sasrec:SASRec",
+    "acerec": "distrec.models.methods.acerec:ACERec",
     "hstu_retrieval": "distrec.models.methods.hstu_retrieval:HSTURetrieval",
+    "tiger": "distrec.models.methods.tiger:TIGER",
+    "flat_decoder": "distrec.models.methods.flat_decoder:FlatDecoder",
+    "rpg": "distrec.models.methods.rpg:RPG",
     # added by later issues: hstu_retrieval, tiger, flat_decoder, rpg, acerec, intrr
 }
 

@@ -1,0 +1,298 @@
+"""ACERec: long semantic IDs compressed by an Attentive Token Merger, an Intent Token per item,
+and a dual-granularity objective (token-level MTP + item-level ISA, + reconstruction in v2).
+
+Data flow for a history of L items, each with m OPQ codes (methods.md §1):
+
+    codes [B, L, m] -> token embeddings E [B, L, m, d] (+ sub-space positions P)
+    -> merger -> k latents Z [B, L, k, d];  summary s [B, L, d]
+    -> sequence [Z_1; h_1; Z_2; h_2; ...] of L*(k+1) slots, block-causal
+    -> backbone (Transformer or HSTU) -> state at each intent slot = user state after t items
+    -> m heads -> per-digit logits against the tied token embeddings / gamma.
+
+No official code exists; every choice the summaries leave open is a `method.acerec.*` option and
+is listed in docs/acerec.md. Pure torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distrec.decoding.scoring import holistic_topk
+from distrec.errors import ConfigError
+from distrec.models.backbones import build_backbone
+from distrec.models.presets import resolve_dims
+
+MERGERS = ("atm", "mean", "mlp", "conv")
+INTENTS = ("summary", "static", "none")
+
+
+class Mlp(nn.Sequential):
+    def __init__(self, d_in: int, d_hidden: int, d_out: int):
+        super().__init__(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+class AttentiveTokenMerger(nn.Module):
+    """k content-adaptive queries (learned base + offsets from the item summary) cross-attend to the
+    item's m position-tagged token embeddings; an MLP with LayerNorm shapes the k latents."""
+
+    def __init__(self, d: int, m: int, k: int, n_heads: int):
+        super().__init__()
+        self.k = k
+        self.query_base = nn.Parameter(torch.randn(k, d) * 0.02)  # small init: found essential by the community port
+        self.query_offset = nn.Linear(d, k * d)
+        nn.init.normal_(self.query_offset.weight, std=0.02)
+        nn.init.zeros_(self.query_offset.bias)
+        self.attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.out = nn.Sequential(nn.LayerNorm(d), Mlp(d, 2 * d, d))
+
+    def forward(self, tokens: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
+        """tokens [N, m, d] (sub-space positions added), summary [N, d] -> latents [N, k, d]."""
+        queries = self.query_base + self.query_offset(summary).view(-1, self.k, tokens.shape[-1])
+        merged, _ = self.attn(queries, tokens, tokens, need_weights=False)
+        return merged + self.out(merged)
+
+
+class MeanMerger(nn.Module):
+    """Ablation: the m tokens split into k consecutive groups, each mean-pooled."""
+
+    def __init__(self, d: int, m: int, k: int, n_heads: int):
+        super().__init__()
+        if m % k:
+            raise ConfigError(f"method.acerec.merger=mean needs m ({m}) divisible by k ({k})")
+        self.k = k
+
+    def forward(self, tokens, summary):
+        N, m, d = tokens.shape
+        return tokens.view(N, self.k, m // self.k, d).mean(2)
+
+
+class MlpMerger(nn.Module):
+    """Ablation: the flattened m tokens -> an MLP -> k latents."""
+
+    def __init__(self, d: int, m: int, k: int, n_heads: int):
+        super().__init__()
+        self.k = k
+        self.mlp = nn.Sequential(nn.LayerNorm(m * d), Mlp(m * d, 2 * d, k * d))
+
+    def forward(self, tokens, summary):
+        N, m, d = tokens.shape
+        return self.mlp(tokens.reshape(N, m * d)).view(N, self.k, d)
+
+
+class ConvMerger(nn.Module):
+    """Ablation: a strided 1-D convolution over the m tokens (kernel = stride = m / k)."""
+
+    def __init__(self, d: int, m: int, k: int, n_heads: int):
+        super().__init__()
+        if m % k:
+            raise ConfigError(f"method.acerec.merger=conv needs m ({m}) divisible by k ({k})")
+        self.conv = nn.Conv1d(d, d, kernel_size=m // k, stride=m // k)
+
+    def forward(self, tokens, summary):
+        return self.conv(tokens.transpose(1, 2)).transpose(1, 2)
+
+
+MERGER_CLASSES = {"atm": AttentiveTokenMerger, "mean": MeanMerger, "mlp": MlpMerger, "conv": ConvMerger}
+
+
+class ReconDecoder(nn.Module):
+    """v2's light decoder: m learned sub-space queries cross-attend to the k latents -> m embeddings."""
+
+    def __init__(self, d: int, m: int, n_heads: int):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(m, d) * 0.02)
+        self.attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        q = self.queries.expand(latents.shape[0], -1, -1)
+        rec, _ = self.attn(q, latents, latents, need_weights=False)
+        return self.out(rec)
+
+
+class ResidualHead(nn.Module):
+    """RPG's per-digit head: x + SiLU(W x), W zero-initialised (identity at start)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.proj = nn.Linear(d, d)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x):
+        return x + F.silu(self.proj(x))
+
+
+def acerec_mask(num_blocks: int, k: int, intent: bool, device=None) -> torch.Tensor:
+    """Block-causal `allowed` [T, T] over blocks of k latents (+1 intent slot).
+
+    Latents of block t see each other and every slot of earlier blocks; the intent slot of block t
+    sees its own block (latents and itself) and earlier blocks; nothing sees a later block, and a
+    block's latents do not see its own intent slot (it is the prediction anchor).
+    """
+    width = k + int(intent)
+    block = torch.arange(num_blocks, device=device).repeat_interleave(width)
+    slot = torch.arange(width, device=device).repeat(num_blocks)
+    is_intent = (slot == k) if intent else torch.zeros_like(slot, dtype=torch.bool)
+    earlier = block.unsqueeze(1) > block.unsqueeze(0)
+    same = block.unsqueeze(1) == block.unsqueeze(0)
+    return earlier | (same & (~is_intent.unsqueeze(0) | is_intent.unsqueeze(1)))
+
+
+class ACERec(nn.Module):
+    def __init__(self, codes: torch.Tensor, codebook_size: int, backbone: nn.Module, d_model: int, n_heads: int,
+                 k: int = 4, merger: str = "atm", intent: str = "summary", gamma: float = 0.03,
+                 tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
+                 item_counts=None, loss_positions: str = "all", score_chunk: int = 8192):
+        super().__init__()
+        if merger not in MERGERS:
+            raise ConfigError(f"method.acerec.merger='{merger}'; choose one of {list(MERGERS)}")
+        if intent not in INTENTS:
+            raise ConfigError(f"method.acerec.intent='{intent}'; choose one of {list(INTENTS)}")
+        if loss_positions not in ("all", "last"):
+            raise ConfigError(f"method.acerec.loss_positions='{loss_positions}'; choose 'all' or 'last'")
+        self.m, self.M, self.k, self.d = codes.shape[1], codebook_size, k, d_model
+        self.intent, self.gamma, self.tau = intent, gamma, tau
+        self.isa_weight, self.recon_weight = isa_weight, recon_weight
+        self.loss_positions, self.score_chunk = loss_positions, score_chunk
+        # Code table as a buffer (row 0 = padding): the data pipeline only moves item ids.
+        self.register_buffer("codes", codes.clamp(min=0).long(), persistent=False)
+        self.register_buffer("digit_offset", torch.arange(self.m) * codebook_size, persistent=False)
+        self.token_emb = nn.Embedding(self.m * codebook_size, d_model)
+        nn.init.normal_(self.token_emb.weight, std=0.02)
+        self.sub_pos = nn.Parameter(torch.randn(self.m, d_model) * 0.02)
+        self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
+        self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)
+        self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
+        self.slot_emb = nn.Parameter(torch.randn(k + (intent != "none"), d_model) * 0.02)
+        self.backbone = backbone
+        self.heads = nn.ModuleList(ResidualHead(d_model) for _ in range(self.m))
+        self.recon = ReconDecoder(d_model, self.m, n_heads) if recon_weight > 0 else None
+        # logQ-style popularity correction of ISA: b_j = beta * log f_j / max log f.
+        counts = torch.as_tensor(item_counts if item_counts is not None else torch.ones(codes.shape[0]), dtype=torch.float)
+        log_f = torch.log(counts.clamp(min=1.0))
+        self.register_buffer("pop_bias", beta * log_f / log_f.max().clamp(min=1e-6), persistent=False)
+
+    # ------------------------------------------------------------------ building blocks
+
+    @classmethod
+    def from_config(cls, model_cfg, method_cfg, catalog):
+        if catalog.sid_table is None:
+            raise ConfigError("method=acerec needs a SID table (run `distrec tokenize tokenizer=opq` first)")
+        dims = resolve_dims(model_cfg)
+        a = method_cfg.acerec
+        sids = catalog.sid_table
+        if len(set(sids.codebook_sizes)) != 1:
+            raise ConfigError(f"method=acerec needs one codebook size for every digit, got {sids.codebook_sizes}")
+        width = a.k + (a.intent != "none")
+        backbone = build_backbone(model_cfg, max_len=dims.max_history * width)
+        return cls(torch.as_tensor(sids.codes), sids.codebook_sizes[0], backbone, dims.d_model, dims.n_heads,
+                   k=a.k, merger=a.merger, intent=a.intent, gamma=a.gamma, tau=a.tau, beta=a.beta,
+                   isa_weight=a.isa_weight, recon_weight=a.recon_weight, item_counts=catalog.item_counts,
+                   loss_positions=a.loss_positions)
+
+    def item_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of items [..., m, d] (digit-specific: id = digit * M + code)."""
+        return self.token_emb(self.codes[item_ids] + self.digit_offset)
+
+    def item_summary(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.summary(tokens.mean(-2))
+
+    def encode_items(self, item_ids: torch.Tensor):
+        """item ids [N] -> (tokens [N, m, d], summary [N, d], latents [N, k, d])."""
+        tokens = self.item_tokens(item_ids)
+        summary = self.item_summary(tokens)
+        latents = self.merger(tokens + self.sub_pos, summary)
+        return tokens, summary, latents
+
+    def user_states(self, input_ids: torch.Tensor, timestamps=None):
+        """History [B, L] (left-padded) -> user state after each item [B, L, d], plus the latents
+        and tokens of the history items (for the reconstruction loss)."""
+        B, L = input_ids.shape
+        flat = input_ids.reshape(-1)
+        tokens, summary, latents = self.encode_items(flat)
+        slots = [latents]
+        if self.intent == "summary":
+            slots.append(summary.unsqueeze(1))
+        elif self.intent == "static":
+            slots.append(self.static_intent.expand(flat.shape[0], 1, -1))
+        blocks = torch.cat(slots, dim=1) + self.slot_emb  # [B*L, width, d]
+        width = blocks.shape[1]
+        x = blocks.view(B, L * width, self.d)
+        pad = (input_ids == 0).repeat_interleave(width, dim=1)
+        allowed = acerec_mask(L, self.k, self.intent != "none", x.device)
+        kwargs = {}
+        if timestamps is not None and getattr(self.backbone, "uses_timestamps", False):
+            kwargs["timestamps"] = timestamps.repeat_interleave(width, dim=1)
+        h = self.backbone(x, mask=allowed, pad=pad, **kwargs).view(B, L, width, self.d)
+        # The anchor: the intent slot, or (intent=none) the last latent of the block.
+        return h[:, :, -1], tokens, latents
+
+    def digit_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """states [N, d] -> logits [N, m, M]: cosine to the tied digit token embeddings / gamma."""
+        heads = torch.stack([head(states) for head in self.heads], dim=1)  # [N, m, d]
+        heads = F.normalize(heads.float(), dim=-1)
+        table = F.normalize(self.token_emb.weight.float(), dim=-1).view(self.m, self.M, self.d)
+        return torch.einsum("nmd,mkd->nmk", heads, table) / self.gamma
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, batch):
+        input_ids, target_ids = batch["input_ids"], batch["target_ids"]
+        states, tokens, latents = self.user_states(input_ids, batch.get("timestamps"))
+        labelled = target_ids > 0
+        if self.loss_positions == "last":
+            labelled = labelled & (torch.arange(labelled.shape[1], device=labelled.device) == labelled.shape[1] - 1)
+        h, targets = states[labelled], target_ids[labelled]  # [N, d], [N]
+
+        logits = self.digit_logits(h)
+        mtp = F.cross_entropy(logits.reshape(-1, self.M), self.codes[targets].reshape(-1))
+        loss, out = mtp, {"mtp": mtp.detach()}
+        if self.isa_weight > 0:
+            isa = self.isa_loss(h, targets)
+            loss = loss + self.isa_weight * isa
+            out["isa"] = isa.detach()
+        if self.recon is not None:
+            real = input_ids.reshape(-1) > 0
+            rec = self.recon(latents[real])
+            recon = 1 - F.cosine_similarity(rec.float(), tokens[real].detach().float(), dim=-1).mean()
+            loss = loss + self.recon_weight * recon
+            out["recon"] = recon.detach()
+        out["loss"] = loss
+        return out
+
+    def isa_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """In-batch InfoNCE between intent states and next-item summaries, popularity-corrected.
+
+        Candidates are the batch's distinct target items, so a repeated item is not its own negative.
+        """
+        items, label = torch.unique(targets, return_inverse=True)
+        summary = self.item_summary(self.item_tokens(items))
+        sim = F.normalize(h.float(), dim=-1) @ F.normalize(summary.float(), dim=-1).T
+        return F.cross_entropy(sim / self.tau - self.pop_bias[items], label)
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def digit_logprobs(self, batch) -> torch.Tensor:
+        states, _, _ = self.user_states(batch["input_ids"], batch.get("timestamps"))
+        return self.digit_logits(states[:, -1]).log_softmax(-1)  # [B, m, M]
+
+    @torch.no_grad()
+    def recommend(self, batch, k: int):
+        """Holistic scoring: item score = sum over digits of the digit log-probs, top-k over the
+        catalog (chunked, so a million-item catalog fits); no beam search."""
+        return holistic_topk(self.digit_logprobs(batch), self.codes, k, self.score_chunk, reduce="sum")
+
+    @torch.no_grad()
+    def fidelity(self, item_ids: torch.Tensor) -> float:
+        """Compressor fidelity: mean cosine between the m token embeddings and their reconstruction
+        from the k latents (1 = lossless). Needs the reconstruction decoder."""
+        if self.recon is None:
+            return math.nan
+        tokens, _, latents = self.encode_items(item_ids)
+        return F.cosine_similarity(self.recon(latents).float(), tokens.float(), dim=-1).mean().item()
