@@ -42,6 +42,18 @@ class AceRecConfig:
 
 
 @dataclass
+class IntRRConfig:
+    """IntRR (methods.md §3). Defaults follow the released config unless noted."""
+
+    uid_dim: int = 512  # UID embedding width (projected to d_model)
+    hidden: int = 512  # RAN level-MLP hidden width
+    temperature: float = 1.0  # RAN softmax temperature
+    learn_temperature: bool = False
+    align_weight: float = 0.0  # lambda of L_aln: released config 0, paper > 0
+    item_ground_truth: bool = False  # item side follows the Stage-1 SID path instead of its own choices
+
+
+@dataclass
 class MethodConfig:
     """The recommender built on the backbone, and its method-specific knobs."""
 
@@ -61,3 +73,4 @@ class MethodConfig:
     rpg_graph_beams: int = 20  # rpg graph decoding: beams (raised to k when k is larger)
     rpg_graph_steps: int = 3  # rpg graph decoding: propagation steps
     acerec: AceRecConfig = field(default_factory=AceRecConfig)
+    intrr: IntRRConfig = field(default_factory=IntRRConfig)

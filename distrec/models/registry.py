@@ -14,6 +14,7 @@ from distrec.errors import ConfigError
 METHODS = {
     "sasrec": "distrec.models.methods.sasrec:SASRec",
     "acerec": "distrec.models.methods.acerec:ACERec",
+    "intrr": "distrec.models.methods.intrr:IntRR",
     "hstu_retrieval": "distrec.models.methods.hstu_retrieval:HSTURetrieval",
     "tiger": "distrec.models.methods.tiger:TIGER",
     "flat_decoder": "distrec.models.methods.flat_decoder:FlatDecoder",

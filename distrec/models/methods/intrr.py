@@ -1,0 +1,165 @@
+"""IntRR: a Recursive Assignment Network (RAN) walks the SID hierarchy inside the model, so every
+history item is ONE token, and the next item's SID is decoded level by level from one backbone pass.
+
+Item side (methods.md §3.1): u = Linear(UID embedding); level 1 input is u, level l > 1 input is
+MLP_l([code vector chosen at l-1 ; u]); logits against the level's codebook / tau; straight-through
+selection (hard code forward, soft mixture gradient); the item token is the sum of its selected code
+vectors. Because u drives the walk, items sharing a Stage-1 SID may get different tokens
+("redistribution"); the Stage-1 SID is only a soft target through L_aln.
+
+User side: the backbone state h replaces u in the same RAN, teacher-forced on the target's true path
+during training; at inference a beam search over the levels, masked by the SID table's prefix trie.
+
+L = L_rec + lambda * L_aln: L_rec = sum over levels of CE(user logits, target SID digit);
+L_aln = sum over levels of CE(item-side logits, the history item's Stage-1 digit). The released
+config uses lambda = 0, the paper lambda > 0: both are `method.intrr.align_weight`.
+Pure torch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distrec.decoding.beam import constrained_beam_search
+from distrec.errors import ConfigError
+from distrec.models.backbones import build_backbone
+from distrec.models.presets import resolve_dims
+
+
+class RecursiveAssignmentNetwork(nn.Module):
+    """Codebooks C_l [K_l, d] and the per-level input MLPs, shared by the item and user sides."""
+
+    def __init__(self, codebook_sizes: list[int], d: int, hidden: int = 512, temperature: float = 1.0,
+                 learn_temperature: bool = False):
+        super().__init__()
+        self.codebooks = nn.ParameterList(nn.Parameter(torch.randn(size, d) * d ** -0.5) for size in codebook_sizes)
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * d, hidden), nn.ReLU(), nn.Linear(hidden, d)) for _ in codebook_sizes[1:])
+        log_tau = torch.tensor(float(temperature)).log()
+        self.log_tau = nn.Parameter(log_tau) if learn_temperature else None
+        self.register_buffer("fixed_log_tau", log_tau, persistent=False)
+
+    @property
+    def levels(self) -> int:
+        return len(self.codebooks)
+
+    def temperature(self) -> torch.Tensor:
+        return (self.log_tau if self.log_tau is not None else self.fixed_log_tau).exp()
+
+    def level_input(self, level: int, guide: torch.Tensor, prev_code: torch.Tensor | None) -> torch.Tensor:
+        """Level 1 reads the guide (UID projection or user state); deeper levels an MLP over
+        [previous level's code vector ; guide]."""
+        return guide if level == 0 else self.mlps[level - 1](torch.cat([prev_code, guide], dim=-1))
+
+    def logits(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.codebooks[level].T / self.temperature()
+
+    def code_vectors(self, level: int, codes: torch.Tensor) -> torch.Tensor:
+        return self.codebooks[level][codes]
+
+    def walk(self, guide: torch.Tensor, path: torch.Tensor | None = None):
+        """Walk all levels from `guide` [N, d].
+
+        `path` [N, L]: teacher forcing (the next level reads the true code's vector); None: the
+        walk follows its own choices. Returns (fused embedding [N, d] = sum of straight-through
+        selected codes, logits per level).
+        """
+        fused, prev, all_logits = 0, None, []
+        for level in range(self.levels):
+            logits = self.logits(level, self.level_input(level, guide, prev))
+            soft = logits.float().softmax(-1)
+            hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+            selected = (hard + soft - soft.detach()).to(self.codebooks[level].dtype) @ self.codebooks[level]
+            fused = fused + selected
+            prev = self.code_vectors(level, path[:, level]) if path is not None else selected
+            all_logits.append(logits)
+        return fused, all_logits
+
+
+class IntRR(nn.Module):
+    def __init__(self, codes: torch.Tensor, codebook_sizes: list[int], trie_children: list, backbone: nn.Module,
+                 d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
+                 learn_temperature: bool = False, align_weight: float = 0.0, item_ground_truth: bool = False,
+                 beam_width: int = 20):
+        super().__init__()
+        self.align_weight, self.item_ground_truth, self.beam_width = align_weight, item_ground_truth, beam_width
+        self.register_buffer("codes", codes.clamp(min=0).long(), persistent=False)
+        for level, table in enumerate(trie_children):
+            self.register_buffer(f"trie_{level}", torch.as_tensor(table, dtype=torch.long), persistent=False)
+        self.uid = nn.Embedding(codes.shape[0], uid_dim, padding_idx=0)
+        nn.init.normal_(self.uid.weight, std=0.02)
+        self.uid_proj = nn.Linear(uid_dim, d_model)
+        self.ran = RecursiveAssignmentNetwork(codebook_sizes, d_model, hidden, temperature, learn_temperature)
+        self.backbone = backbone
+
+    @classmethod
+    def from_config(cls, model_cfg, method_cfg, catalog):
+        if catalog.sid_table is None:
+            raise ConfigError("method=intrr needs a SID table (run `distrec tokenize tokenizer=rq_kmeans_128` first)")
+        dims = resolve_dims(model_cfg)
+        cfg, sids = method_cfg.intrr, catalog.sid_table
+        return cls(torch.as_tensor(sids.codes), list(sids.codebook_sizes), sids.trie().children,
+                   build_backbone(model_cfg), dims.d_model, cfg.uid_dim, cfg.hidden, cfg.temperature,
+                   cfg.learn_temperature, cfg.align_weight, cfg.item_ground_truth, method_cfg.beam_width)
+
+    @property
+    def trie(self) -> list[torch.Tensor]:
+        return [getattr(self, f"trie_{level}") for level in range(self.ran.levels)]
+
+    # ------------------------------------------------------------------ item side
+
+    def item_tokens(self, item_ids: torch.Tensor):
+        """Unique items of the batch -> one token each (the fused RAN embedding) + item-side logits."""
+        unique, inverse = torch.unique(item_ids, return_inverse=True)
+        path = self.codes[unique] if self.item_ground_truth else None
+        fused, logits = self.ran.walk(self.uid_proj(self.uid(unique)), path)
+        return fused[inverse], unique, logits
+
+    def encode(self, batch):
+        """History -> backbone states [B, T, d] (+ the unique items and their item-side logits)."""
+        input_ids = batch["input_ids"]
+        tokens, unique, item_logits = self.item_tokens(input_ids)
+        extra = {}
+        if "timestamps" in batch and getattr(self.backbone, "uses_timestamps", False):
+            extra["timestamps"] = batch["timestamps"]
+        return self.backbone(tokens, pad=input_ids == 0, **extra), unique, item_logits
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, batch):
+        target_ids = batch["target_ids"]
+        states, unique, item_logits = self.encode(batch)
+        labelled = target_ids > 0  # every prefix of the history is a training sample
+        h, path = states[labelled], self.codes[target_ids[labelled]]
+        _, user_logits = self.ran.walk(h, path)  # teacher forcing on the target's true path
+        rec = sum(F.cross_entropy(logits.float(), path[:, level]) for level, logits in enumerate(user_logits))
+        out = {"rec": rec.detach()}
+        loss = rec
+        if self.align_weight > 0:
+            real = unique > 0
+            stage1 = self.codes[unique[real]]
+            aln = sum(F.cross_entropy(logits[real].float(), stage1[:, level]) for level, logits in enumerate(item_logits))
+            loss = loss + self.align_weight * aln
+            out["aln"] = aln.detach()
+        out["loss"] = loss
+        return out
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def recommend(self, batch, k: int):
+        """One backbone pass, then beam search over the RAN levels with prefix-validity masking."""
+        states, _, _ = self.encode(batch)
+        rows = {"guide": states[:, -1]}  # the newest position (histories are left-padded)
+
+        def step(level, prev_codes):
+            prev = None if prev_codes is None else self.ran.code_vectors(level - 1, prev_codes)
+            return self.ran.logits(level, self.ran.level_input(level, rows["guide"], prev)).float()
+
+        def reorder(index):  # beams that survived the level, in their new order
+            rows["guide"] = rows["guide"][index]
+
+        B = rows["guide"].shape[0]
+        return constrained_beam_search(step, reorder, B, self.trie, max(self.beam_width, k), k)
