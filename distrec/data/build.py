@@ -143,7 +143,7 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
     sequences = pa.table(columns)
 
     item_source = [str(k) for k in item_keys[i_order]]
-    items, fields, vocabs, coverage = build_items_table(item_source, raw.items)
+    items, fields, vocabs, coverage = build_items_table(item_source, raw.items, raw.kinds)
     item_map = pa.table({"item_id": items.column("item_id"), "source_id": pa.array(item_source, pa.string()),
                          "raw_id": items.column("raw_id")})
     user_map = pa.table({"user_id": sequences.column("user_id"), "source_id": pa.array(user_source, pa.string()),

@@ -80,23 +80,24 @@ class Vocab:
                          "id": pa.array(list(self.ids.values()), pa.int64())})
 
 
-def field_kinds(items: dict[str, dict]) -> dict[str, str]:
+def field_kinds(items: dict[str, dict], declared: dict[str, str] | None = None) -> dict[str, str]:
     """Every field any item has, with its kind, in order of first appearance."""
+    declared = declared or {}
     kinds: dict[str, str] = {}
     for fields in items.values():
         for name, value in fields.items():
             if name in NOT_FIELDS or name in kinds or value is None:
                 continue
-            kind = KINDS.get(name) or guess_kind(value)
+            kind = declared.get(name) or KINDS.get(name) or guess_kind(value)
             if kind is not None:
                 kinds[name] = kind
     return kinds
 
 
-def build_items_table(keys: list[str], items: dict[str, dict]) -> tuple[pa.Table, dict, dict, dict]:
+def build_items_table(keys: list[str], items: dict[str, dict], declared: dict[str, str] | None = None):
     """(table, fields {name: kind}, vocabularies {name: Vocab}, coverage {name: fraction}) for items
     `keys` in dense-id order (item_id = position + 1)."""
-    kinds = field_kinds(items)
+    kinds = field_kinds(items, declared)
     rows = [items.get(k, {}) for k in keys]
     columns = {
         "item_id": pa.array(range(1, len(keys) + 1), pa.int64()),

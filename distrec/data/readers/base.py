@@ -82,8 +82,20 @@ class InteractionLog:
             self.rating.append(float(rating))
 
     def add_sequence(self, user: str, items: list[str], timestamps=None, ratings=None):
-        for k, item in enumerate(items):
-            self.add(user, item, None if timestamps is None else timestamps[k], None if ratings is None else ratings[k])
+        """All of one user's interactions at once (the fast path for sequence formats)."""
+        if not items:
+            return
+        if self.has_time is None:
+            self.has_time, self.has_rating = timestamps is not None, ratings is not None
+        elif (timestamps is not None) != self.has_time or (ratings is not None) != self.has_rating:
+            raise ValueError("some interactions have a timestamp/rating and others do not")
+        code = self.user_code(user)
+        self.user.extend([code] * len(items))
+        self.item.extend([self.item_code(i) for i in items])
+        if self.has_time:
+            self.timestamp.extend([int(t) for t in timestamps])
+        if self.has_rating:
+            self.rating.extend([float(r) for r in ratings])
 
 
 @dataclass
@@ -92,6 +104,7 @@ class RawData:
 
     log: InteractionLog = field(default_factory=InteractionLog)
     items: dict[str, dict] = field(default_factory=dict)  # source item key -> canonical fields (see items.py)
+    kinds: dict[str, str] = field(default_factory=dict)  # field kinds the format declares (else items.KINDS / guessed)
     user_raw: dict[str, str] = field(default_factory=dict)  # source user key -> original user id, when different
     files: list[Path] = field(default_factory=list)  # every input file read (hashed into the manifest)
     has_catalog: bool = False  # True when an item file exists: sequence items must appear in it

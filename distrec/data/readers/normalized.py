@@ -84,10 +84,13 @@ def read_sequences(path: Path, raw: RawData, errors: RowErrors) -> None:
             continue
         if row.get("user_raw") is not None:
             raw.user_raw[user] = str(row["user_raw"])
+        items = [str(i) for i in items]
+        if raw.has_catalog and not all(i in raw.items for i in items):
+            known = [k for k, i in enumerate(items) if known_item(raw, errors, i, path, number)]
+            items = [items[k] for k in known]
+            times = None if times is None else [times[k] for k in known]
+            ratings = None if ratings is None else [ratings[k] for k in known]
         try:
-            for k, item in enumerate(items):
-                item = str(item)
-                if known_item(raw, errors, item, path, number):
-                    raw.log.add(user, item, None if times is None else times[k], None if ratings is None else ratings[k])
+            raw.log.add_sequence(user, items, times, ratings)
         except ValueError as e:
             raise DataError(str(e), path, number, hint="give every line timestamps (and ratings), or none") from None
