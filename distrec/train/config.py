@@ -21,6 +21,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = at every validation
     log_every: int = 20
     resume: bool = True  # continue from the latest complete checkpoint of the same run
+    keep_checkpoints: int = 3  # newest complete checkpoints kept (+ the best); 0 = keep all
+    loss_weighting: str = "labels"  # micro-batch weight: labels (share of labelled positions) | rows
+    val_max_users: Optional[int] = None  # validate on the first N users only (null = all)
 
 
 @dataclass
@@ -31,6 +34,6 @@ class EngineConfig:
     offload_params: bool = False
     precision: str = "bf16"  # fp32 | bf16
     num_workers: int = 1  # Ray Train workers; 0 = run in this process without Ray
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = 0.5  # fractional: Ray Data reading the shards needs CPU left over
     use_gpu: bool = False
     max_failures: int = 0  # Ray Train worker-failure retries (resume from last checkpoint)

@@ -1,0 +1,110 @@
+"""`distrec train`: prepared data (+ SID table) -> train/ (checkpoints, weights, model.json, logs).
+
+Runs the engine in this process when `engine.num_workers == 0`, under Ray Train otherwise.
+The train/ directory is written in place (its checkpoints are each atomic) so an interrupted run
+resumes; `manifest.json` appears last, when the run is complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from distrec.artifacts import Timer, dir_hash, write_manifest
+from distrec.data.batches import SequenceData
+from distrec.errors import ConfigError
+from distrec.train.checkpoint import complete_checkpoints, model_identity
+
+log = logging.getLogger("distrec.train")
+
+# Methods over plain item ids; every other method reads the SID table at `paths.sids`.
+ID_METHODS = {"sasrec", "hstu_retrieval"}
+
+
+def _existing_run(train_dir: Path) -> bool:
+    return bool(complete_checkpoints(train_dir / "checkpoints")) or (train_dir / "ray").exists()
+
+
+def run(cfg) -> dict:
+    from distrec.data.dataset import load_prepared
+    from distrec.models.registry import Catalog, build_model
+    from distrec.train.export import ITEM_COUNTS
+    from distrec.train.loop import TrainJob
+    from distrec.train.trainer import fit
+
+    timer = Timer()
+    train_dir = Path(cfg.paths.train)
+    if not cfg.train.resume and _existing_run(train_dir):
+        raise ConfigError(f"{train_dir} already holds checkpoints and train.resume=false; nothing was "
+                          "overwritten. Delete it, choose another `name`/`paths.train`, or resume.")
+    with timer("load"):
+        data = load_prepared(cfg.paths.data)
+        sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
+        sid_table, sid_hash = None, None
+        if cfg.method.name not in ID_METHODS:
+            from distrec.tokenize.sid_table import SIDTable
+
+            sid_table = SIDTable.load(cfg.paths.sids)
+            sid_hash = sid_table.content_hash
+        item_counts = data.item_counts()
+        catalog = Catalog(data.num_items, sid_table, item_counts)
+        data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash)
+    job = TrainJob(cfg=cfg, make_model=functools.partial(build_model, cfg.model, cfg.method, catalog),
+                   num_items=data.num_items, identity=identity, train_dir=str(train_dir),
+                   data=sequences if cfg.engine.num_workers == 0 else None)
+    train_dir.mkdir(parents=True, exist_ok=True)
+    np.save(train_dir / ITEM_COUNTS, item_counts)
+    info = {"method": method_cfg, "model": model_cfg, "num_items": data.num_items,
+            "sids_dir": str(Path(cfg.paths.sids).resolve()) if sid_hash else None,
+            "data_dir": str(Path(cfg.paths.data).resolve()), **_param_counts(job)}
+    with timer("train"):
+        summary = fit(job, Path(cfg.paths.data) / "sequences", cfg.cluster, info)
+    write_manifest(train_dir, stage="train", config=cfg, timings=timer.phases,
+                   inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
+                   extra={"summary": summary, **identity})
+    print(summary_table(summary))
+    return summary
+
+
+def _param_counts(job) -> dict:
+    """Parameter counts of the model (scaling counters when present)."""
+    import torch
+
+    torch.manual_seed(job.cfg.seed)
+    model = job.make_model()
+    try:
+        from distrec.scaling.counters import count_params
+
+        c = count_params(model)
+        return {"params": c.total, "embedding_params": c.embedding, "non_embedding_params": c.non_embedding}
+    except ImportError:
+        return {"params": sum(p.numel() for p in model.parameters())}
+
+
+def summary_table(s: dict) -> str:
+    gib = 1024 ** 3
+    mem = s.get("memory_bytes_per_worker") or []
+    rss = s.get("peak_rss_bytes_per_worker") or []
+    rows = [
+        ("steps", f"{s['steps']} / {s['total_steps']} ({s['steps_per_epoch']} per epoch)"
+                  + ("  early-stopped" if s.get("early_stopped") else "")),
+        ("batch", f"global {s['global_batch']} = micro {s['micro_batch']} x accum {s['accumulation']} "
+                  f"x {s['world_size']} workers"),
+        ("params", f"{s.get('model', {}).get('params', 0):,}"),
+        ("final train loss", f"{s['final_loss']:.4f}"),
+        ("best valid ndcg@10", f"{s.get('best_val_ndcg@10')} at step {s.get('best_step')}"),
+        ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),
+        ("tokens/s", f"{s['tokens_per_s']:.0f}" if s.get("tokens_per_s") else "-"),
+        ("train time", f"{s['train_seconds']:.1f} s"),
+        ("peak RSS / worker", ", ".join(f"{b / gib:.2f} GiB" for b in rss)),
+        ("params+optim / worker", ", ".join(f"{m['param_optimizer_bytes'] / gib:.3f} GiB" for m in mem)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["train summary"] + [f"  {k:<{width}}  {v}" for k, v in rows])

@@ -1,0 +1,155 @@
+"""Checkpoints: complete or absent, and only ever resumed into the model they were written by.
+
+A checkpoint directory holds every rank's engine state (DeepSpeed shards, or `plain.pt`), each
+rank's RNG state (`rng-<rank>.pt`), the consolidated fp32 weights (`weights.pt`, rank 0) and
+`state.json` (step, early-stopping state, world size, and the model/SID/data hashes), written last.
+
+Without Ray, checkpoints live in `train/checkpoints/step-<N>/`: written to a hidden temporary
+directory, marked `COMPLETE`, then renamed, so a crash never leaves a directory that looks
+usable. Under Ray Train each rank writes a local directory and `ray.train.report` publishes them
+together (see distrec/dist/train.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from distrec.artifacts import read_json, write_json
+from distrec.errors import ConfigError, DataError
+
+COMPLETE = "COMPLETE"
+STATE = "state.json"
+WEIGHTS = "weights.pt"
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_identity(model_cfg: dict, method_cfg: dict, num_items: int, sid_hash: str | None,
+                   data_hash: str | None) -> dict:
+    """What a checkpoint must match to be resumed or evaluated: architecture + catalog + inputs."""
+    return {"model_hash": config_hash({"model": model_cfg, "method": method_cfg, "num_items": num_items}),
+            "sid_hash": sid_hash, "data_hash": data_hash}
+
+
+def check_identity(state: dict, identity: dict, where) -> None:
+    """Raise ConfigError when a checkpoint was written by another model, SID table or dataset."""
+    what = {"model_hash": "model/method config or catalog size", "sid_hash": "SID table",
+            "data_hash": "prepared data"}
+    for key, label in what.items():
+        if state.get(key) != identity.get(key):
+            raise ConfigError(f"{where}: checkpoint was written for a different {label} "
+                              f"({key} {state.get(key)} != {identity.get(key)}); refusing to resume it. "
+                              "Use another `name`/`paths.train` for the new run, or delete the old checkpoints.")
+
+
+# ---------------------------------------------------------------- one checkpoint
+
+def write_checkpoint(directory: Path, engine, state: dict, weights: dict | None) -> None:
+    """Every rank calls this with its own engine; rank 0 also writes weights and state.json (last)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    engine.save(directory)
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, directory / f"rng-{engine.rank}.pt")
+    _barrier()
+    if engine.rank == 0:
+        if weights is not None:
+            torch.save(weights, directory / WEIGHTS)
+        write_json(directory / STATE, state)
+
+
+def read_state(directory: Path) -> dict:
+    directory = Path(directory)
+    if not (directory / STATE).exists():
+        raise DataError("checkpoint is incomplete (no state.json)", directory,
+                        hint="delete it; training resumes from the previous complete checkpoint")
+    return read_json(directory / STATE)
+
+
+def restore_checkpoint(directory: Path, engine, identity: dict) -> dict:
+    """Load engine state and this rank's RNG from `directory` after checking it belongs to this run."""
+    directory = Path(directory)
+    state = read_state(directory)
+    check_identity(state, identity, directory)
+    saved = (state.get("engine_kind"), state.get("zero_stage"), state.get("world_size"))
+    now = (engine.kind, engine.stage, engine.world_size)
+    if saved != now:
+        raise ConfigError(f"{directory}: checkpoint was written with engine.kind/zero_stage/workers={saved}, "
+                          f"this run uses {now}; resume with the same engine settings or start a new run")
+    engine.load(directory)
+    rng_path = directory / f"rng-{engine.rank}.pt"
+    try:
+        rng = torch.load(rng_path, weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    except Exception as e:
+        raise DataError(f"RNG state cannot be loaded ({type(e).__name__})", rng_path,
+                        hint="the checkpoint is corrupt: delete it to resume from the previous one") from None
+    return state
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------- train/checkpoints/ (no Ray)
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of the complete checkpoints under `root`, oldest first; partial ones are ignored."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = STEP_DIR.match(d.name)
+        if m and (d / COMPLETE).exists():
+            found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def staging_dir(root: Path, step: int) -> Path:
+    tmp = Path(root) / f".step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(root: Path, step: int, tmp: Path) -> Path:
+    """Mark a fully written staging directory complete and move it into place."""
+    (Path(tmp) / COMPLETE).write_text("ok\n")
+    final = Path(root) / f"step-{step}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def prune(root: Path, keep: int, protect: set[int]) -> None:
+    """Keep the `keep` newest complete checkpoints plus the protected steps (the best); 0 keeps all."""
+    if keep <= 0:
+        return
+    found = complete_checkpoints(root)
+    for step, d in found[:-keep]:
+        if step not in protect:
+            shutil.rmtree(d, ignore_errors=True)

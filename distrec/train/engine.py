@@ -1,0 +1,242 @@
+"""The engine: one optimisation step over a global batch, with DeepSpeed ZeRO or plain torch.
+
+This is the only module that imports DeepSpeed. Both kinds share the optimizer (torch AdamW: no
+JIT-compiled DeepSpeed optimizers), the LambdaLR schedule, bf16 autocast and the loss weighting,
+so `engine.kind=plain` and a 1-worker DeepSpeed run give the same losses.
+
+Loss weighting: each micro-batch's loss is multiplied by its share `w` of the global batch (its
+labelled positions / those of the global batch). Plain sums the weighted micro-batch gradients;
+DeepSpeed divides by the accumulation steps and averages over workers, so it gets the loss
+scaled by `w * accum * world` to end up with the same gradient: the gradient of the mean loss over
+the whole global batch, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distrec.errors import ConfigError, DataError
+from distrec.train.schedules import lr_multiplier
+
+KINDS = ("deepspeed", "plain")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class BatchPlan:
+    """Batch arithmetic: global = micro x accumulation x workers."""
+
+    global_batch: int
+    micro_batch: int
+    accumulation: int
+    world_size: int
+
+
+def plan_batches(global_batch: int, world_size: int, micro_batch: int | None = None) -> BatchPlan:
+    """Derive micro-batch and accumulation from the global batch and the world size."""
+    if global_batch < world_size or global_batch % world_size:
+        raise ConfigError(f"train.global_batch_size={global_batch} must be a multiple of the "
+                          f"{world_size} workers (engine.num_workers)")
+    per_worker = global_batch // world_size
+    micro = micro_batch or per_worker
+    if per_worker % micro:
+        raise ConfigError(f"train.micro_batch_size={micro} must divide the per-worker batch {per_worker} "
+                          f"(train.global_batch_size={global_batch} / {world_size} workers)")
+    return BatchPlan(global_batch, micro, per_worker // micro, world_size)
+
+
+def check_engine_config(engine_cfg) -> None:
+    if engine_cfg.kind not in KINDS:
+        raise ConfigError(f"engine.kind='{engine_cfg.kind}' is unknown; choose one of {list(KINDS)}")
+    if engine_cfg.precision not in PRECISIONS:
+        raise ConfigError(f"engine.precision='{engine_cfg.precision}' is unknown; choose one of {list(PRECISIONS)}")
+    if engine_cfg.zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"engine.zero_stage={engine_cfg.zero_stage} must be 0, 1, 2 or 3")
+    if engine_cfg.kind == "plain" and engine_cfg.num_workers > 0:
+        raise ConfigError("engine.kind=plain runs in one process: set engine.num_workers=0 (or use engine=plain)")
+    if engine_cfg.offload_params and engine_cfg.zero_stage != 3:
+        raise ConfigError("engine.offload_params needs engine.zero_stage=3")
+    if engine_cfg.offload_optimizer and engine_cfg.zero_stage == 0:
+        raise ConfigError("engine.offload_optimizer needs engine.zero_stage >= 1")
+
+
+def init_single_process(backend: str = "gloo") -> None:
+    """A one-process torch.distributed group on loopback, for DeepSpeed without Ray or a launcher."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    dist.init_process_group(backend, rank=0, world_size=1)
+
+
+def _param_groups(model: nn.Module, weight_decay: float):
+    """Weight decay on matrices only (not on biases and norms)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class Engine:
+    """Owns the model, optimizer and schedule; `step` runs one global-batch update."""
+
+    def __init__(self, model: nn.Module, train_cfg, engine_cfg, plan: BatchPlan, total_steps: int,
+                 device: torch.device, rank: int = 0):
+        check_engine_config(engine_cfg)
+        self.kind, self.stage = engine_cfg.kind, int(engine_cfg.zero_stage)
+        self.precision, self.device, self.rank, self.plan = engine_cfg.precision, device, rank, plan
+        self.world_size = plan.world_size
+        model = model.to(device)
+        self.optimizer = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
+                                           betas=tuple(train_cfg.betas), foreach=False)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
+        self.grad_clip = float(train_cfg.grad_clip or 0.0)
+        if self.kind == "plain":
+            self.model, self.ds = model, None
+        else:
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+            self.ds, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer,
+                                                    lr_scheduler=self.scheduler,
+                                                    config=self.deepspeed_config(engine_cfg))
+            self.model = self.ds.module
+
+    def deepspeed_config(self, engine_cfg) -> dict:
+        zero = {"stage": self.stage}
+        if engine_cfg.offload_optimizer:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
+        if engine_cfg.offload_params:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
+        return {
+            "train_batch_size": self.plan.global_batch,
+            "train_micro_batch_size_per_gpu": self.plan.micro_batch,
+            "gradient_accumulation_steps": self.plan.accumulation,
+            "gradient_clipping": self.grad_clip,
+            "zero_optimization": zero,
+            # Weights stay fp32; bf16 compute comes from torch autocast (see `autocast`), as in plain.
+            "zero_allow_untested_optimizer": True,
+            "zero_force_ds_cpu_optimizer": False,  # torch AdamW with offload (see stack-notes)
+            "steps_per_print": 10 ** 9,
+            "wall_clock_breakdown": False,
+        }
+
+    # ---------------------------------------------------------------- training
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def step(self, micro_batches: list[tuple[dict, float]]) -> dict:
+        """One optimizer step over this worker's micro-batches [(batch, weight)].
+
+        Returns this worker's share of the global loss (sum of weight x loss; all-reduce to get the
+        global-batch loss) and any other scalars the model reported, weighted the same way.
+        """
+        module = self.ds if self.ds is not None else self.model
+        module.train()
+        sums: dict[str, float] = {}
+        for batch, weight in micro_batches:
+            batch = self.to_device(batch)
+            with self.autocast():
+                out = module(batch)
+            loss = out["loss"]
+            if self.ds is not None:
+                self.ds.backward(loss.float() * (weight * self.plan.accumulation * self.world_size))
+                self.ds.step()  # applies the update at the accumulation boundary only
+            else:
+                (loss.float() * weight).backward()
+            for key, value in out.items():
+                if torch.is_tensor(value) and value.numel() == 1:
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
+        if self.ds is None:
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        return sums
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ---------------------------------------------------------------- weights and memory
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Consolidated fp32 weights on every rank (ZeRO-3 gathers the partitions; collective)."""
+        if self.ds is not None and self.stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes this rank holds for parameters and optimizer state (master weights + Adam moments;
+        partitions under ZeRO; a tensor shared by both is counted once)."""
+        seen: set[int] = set()
+
+        def size(t) -> int:
+            if t is None or not torch.is_tensor(t) or t.data_ptr() in seen or t.numel() == 0:
+                return 0
+            seen.add(t.data_ptr())
+            return t.numel() * t.element_size()
+
+        params = sum(size(getattr(p, "ds_tensor", None) if hasattr(p, "ds_tensor") else p.data)
+                     for p in self.model.parameters())
+        optimizer = sum(size(p) for g in self.optimizer.param_groups for p in g["params"])
+        optimizer += sum(size(v) for state in self.optimizer.state.values() for v in state.values())
+        return {"param_bytes": params, "optimizer_bytes": optimizer, "param_optimizer_bytes": params + optimizer}
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save(self, directory: Path) -> None:
+        """Write this rank's part of the engine state (all ranks call it)."""
+        directory = Path(directory)
+        if self.ds is not None:
+            self.ds.save_checkpoint(str(directory), tag="engine", save_latest=False)
+        elif self.rank == 0:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, directory / "plain.pt")
+
+    def load(self, directory: Path) -> None:
+        directory = Path(directory)
+        try:
+            if self.ds is not None:
+                path, _ = self.ds.load_checkpoint(str(directory), tag="engine", load_optimizer_states=True,
+                                                  load_lr_scheduler_states=True)
+                if path is None:
+                    raise FileNotFoundError(directory / "engine")
+            else:
+                state = torch.load(directory / "plain.pt", map_location=self.device, weights_only=True)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+        except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
+            raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
+                            hint="it is corrupt or from another engine.kind/zero_stage: delete this checkpoint "
+                                 "directory to resume from the previous one, or start a fresh run") from None

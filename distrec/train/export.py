@@ -1,0 +1,86 @@
+"""The trained model as later stages use it: `train/weights/{best,last}.pt` (consolidated fp32
+state dicts) and `train/model.json` (model + method config, catalog size, SID-table and data hashes).
+
+    model, info = load_trained_model("runs/beauty/train", which="best")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distrec.artifacts import read_json, write_json
+from distrec.errors import ConfigError, DataError
+from distrec.train.checkpoint import WEIGHTS, read_state
+
+log = logging.getLogger("distrec.train")
+MODEL_JSON = "model.json"
+ITEM_COUNTS = "item_counts.npy"
+
+
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def export_weights(train_dir: str | Path, latest: Path, checkpoints: dict[int, Path], info: dict) -> dict:
+    """Copy the last and best checkpoints' weights to train/weights/ and write model.json."""
+    train_dir = Path(train_dir)
+    state = read_state(latest)
+    best_step = state.get("best_step")
+    best = checkpoints.get(best_step, latest if best_step in (None, state["step"]) else None)
+    if best is None:
+        log.warning("the best checkpoint (step %s) was pruned (train.keep_checkpoints); best.pt = last.pt", best_step)
+        best, best_step = latest, state["step"]
+    (train_dir / "weights").mkdir(parents=True, exist_ok=True)
+    _copy(latest / WEIGHTS, train_dir / "weights" / "last.pt")
+    _copy(best / WEIGHTS, train_dir / "weights" / "best.pt")
+    info = {**info, "last_step": state["step"], "best_step": best_step if best_step is not None else state["step"],
+            "best_val_ndcg@10": state.get("best_metric")}
+    write_json(train_dir / MODEL_JSON, info)
+    return info
+
+
+def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=None, device="cpu"):
+    """Rebuild the trained model from model.json and load `weights/<which>.pt` (or a .pt path).
+
+    The SID table is loaded from the recorded `sids_dir` unless given; its content hash must match
+    the one the model was trained with. Returns (model in eval mode, model.json contents)."""
+    from omegaconf import OmegaConf
+
+    from distrec.models.config import MethodConfig, ModelConfig
+    from distrec.models.registry import Catalog, build_model
+
+    train_dir = Path(train_dir)
+    info = read_json(train_dir / MODEL_JSON)
+    path = Path(which) if which.endswith(".pt") else train_dir / "weights" / f"{which}.pt"
+    if not path.exists():
+        raise DataError("trained weights not found", path, hint="which must be best, last or a .pt file; "
+                        "run `distrec train` to completion first")
+    if info.get("sid_hash"):
+        if sid_table is None:
+            from distrec.tokenize.sid_table import SIDTable
+
+            sid_table = SIDTable.load(info["sids_dir"])
+        if sid_table.content_hash != info["sid_hash"]:
+            raise ConfigError(f"{train_dir / MODEL_JSON}: the model was trained with SID table {info['sid_hash']} "
+                              f"but the given one is {sid_table.content_hash}; evaluate with the SID table it was "
+                              "trained on (paths.sids)")
+    counts_path = train_dir / ITEM_COUNTS
+    counts = np.load(counts_path) if counts_path.exists() else None
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), info["model"])
+    method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), info["method"])
+    model = build_model(model_cfg, method_cfg, Catalog(info["num_items"], sid_table, counts))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"weights cannot be read ({type(e).__name__}: {e})", path,
+                        hint="re-run `distrec train` (it re-exports the weights from its checkpoints)") from None
+    model.load_state_dict(state)
+    return model.to(device).eval(), info

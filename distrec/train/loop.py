@@ -1,0 +1,191 @@
+"""The training loop every worker runs, in this process or under Ray Train.
+
+The loop is the same in both; a *session* supplies what differs: rank and world size, where
+checkpoints go and how metrics are reported (`LocalSession` below; `RaySession` in
+distrec/dist/train.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_train, eval_batches,
+                                  eval_rows)
+from distrec.train import checkpoint as ckpt
+from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
+from distrec.train.logs import MetricsLog
+
+SELECT_METRIC = "ndcg@10"  # best checkpoint on validation NDCG@10 (the papers' protocol)
+
+
+@dataclass
+class TrainJob:
+    """Everything a worker needs (picklable: it travels to Ray workers)."""
+
+    cfg: Any  # the composed config (DictConfig)
+    make_model: Callable[[], torch.nn.Module]
+    num_items: int
+    identity: dict  # model/SID/data hashes (distrec.train.checkpoint.model_identity)
+    train_dir: str
+    data: SequenceData | None = None  # None under Ray: read from the Ray Data shard
+    extra: dict = field(default_factory=dict)
+
+
+class LocalSession:
+    """One process, checkpoints in `train/checkpoints/step-N/`."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, train_dir: str | Path, keep: int, device: torch.device | None = None):
+        self.root = Path(train_dir) / "checkpoints"
+        self.keep = keep
+        self.device = device or torch.device("cpu")
+
+    def latest_checkpoint(self) -> Path | None:
+        return ckpt.latest_checkpoint(self.root)
+
+    def save(self, step: int, write: Callable[[Path], None], metrics: dict, protect: set[int]) -> None:
+        tmp = ckpt.staging_dir(self.root, step)
+        write(tmp)
+        ckpt.commit(self.root, step, tmp)
+        ckpt.prune(self.root, self.keep, protect)
+
+    def report(self, metrics: dict) -> None:
+        pass
+
+
+def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_objects(obj) -> list:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world: int) -> dict:
+    """Validation metrics over all ranks' users (each rank evaluates a slice; sums are all-reduced)."""
+    from distrec.eval.evaluator import evaluate
+
+    cfg = job.cfg
+    model = engine.model
+    if engine.ds is not None and engine.stage == 3:  # ranks then run recommend independently
+        model = job.make_model()
+        model.load_state_dict(engine.full_state_dict())
+        model.to(engine.device)
+    ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
+    batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
+                           cfg.train.val_max_users)
+    result = evaluate(model, batches, ks=ks, num_items=job.num_items, precision=cfg.engine.precision)
+    state = all_reduce(result.metrics.state().to(engine.device)).cpu()
+    result.metrics.load(state)
+    out = result.metrics.result()
+    return {k: v for k, v in out.items() if k.startswith(("ndcg", "recall", "mrr")) or k == "users"}
+
+
+def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
+    """Train until max steps or early stopping; returns the run summary (on every rank)."""
+    cfg, t = job.cfg, job.cfg.train
+    rank, world = session.rank, session.world_size
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = job.make_model()
+    plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
+    index = build_train_index(data, cfg.model.max_history)
+    sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, world, rank, cfg.seed, t.loss_weighting)
+    total_steps = int(t.max_steps or t.epochs * sampler.steps_per_epoch)
+    engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
+    torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
+
+    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None}
+    latest = session.latest_checkpoint()
+    if latest is not None:
+        state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
+    has_valid = len(eval_rows(data, "valid")[0]) > 0
+    eval_every = int(t.eval_every or sampler.steps_per_epoch)
+    ckpt_every = int(t.checkpoint_every or eval_every)
+    log = MetricsLog(job.train_dir, enabled=rank == 0, resume_step=state["step"])
+    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step",
+               disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
+
+    def save(step: int) -> None:
+        weights = engine.full_state_dict() if (rank == 0 or engine.stage == 3) else None
+        info = {**state, **job.identity, "engine_kind": engine.kind, "zero_stage": engine.stage,
+                "world_size": world, "total_steps": total_steps, "epoch": step / sampler.steps_per_epoch}
+        session.save(step, lambda d: ckpt.write_checkpoint(d, engine, info, weights if rank == 0 else None),
+                     {"step": step, **(state["valid"] or {})},
+                     protect={state["best_step"]} if state["best_step"] is not None else set())
+
+    train_time, samples, tokens, last_loss = 0.0, 0, 0, float("nan")
+    while state["step"] < total_steps and not state["done"]:
+        step = state["step"]
+        start = time.perf_counter()
+        micro = [(collate_train(data, index, ids, cfg.model.max_history), w) for ids, w in sampler.micro_batches(step)]
+        sums = engine.step(micro)
+        n_tokens = sum(int((b["input_ids"] > 0).sum()) for b, _ in micro)
+        reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens)], dtype=torch.float64))
+        elapsed = time.perf_counter() - start
+        train_time += elapsed
+        samples += plan.global_batch
+        tokens += int(reduced[1])
+        last_loss = float(reduced[0])
+        state["step"] = step = step + 1
+        bar.update(1)
+        if step % t.log_every == 0 or step == total_steps:
+            row = {"step": step, "split": "train", "epoch": round(step / sampler.steps_per_epoch, 4),
+                   "loss": last_loss, "lr": engine.lr, "samples_per_s": plan.global_batch / elapsed,
+                   "tokens_per_s": float(reduced[1]) / elapsed}
+            log.log(row)
+            bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{row['samples_per_s']:.0f}")
+        evaluate_now = has_valid and (step % eval_every == 0 or step == total_steps)
+        improved = False
+        if evaluate_now:
+            metrics = validate(engine, job, data, rank, world)
+            state["valid"] = metrics
+            value = metrics[SELECT_METRIC]
+            improved = state["best_metric"] is None or value > state["best_metric"]
+            if improved:
+                state.update(best_metric=value, best_step=step, bad_evals=0)
+            else:
+                state["bad_evals"] += 1
+            if t.patience > 0 and state["bad_evals"] >= t.patience:
+                state["done"] = True  # early stopping
+            log.log({"step": step, "split": "valid", **metrics, "best_step": state["best_step"]})
+            session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
+        if step == total_steps:
+            state["done"] = True
+        if improved or state["done"] or step % ckpt_every == 0:
+            save(step)
+    bar.close()
+    log.close()
+
+    rss = all_gather_objects(peak_rss_bytes())
+    memory = all_gather_objects(engine.memory_bytes())
+    summary = {
+        "steps": state["step"], "total_steps": total_steps, "steps_per_epoch": sampler.steps_per_epoch,
+        "final_loss": last_loss, "best_step": state["best_step"], f"best_val_{SELECT_METRIC}": state["best_metric"],
+        "valid": state["valid"], "early_stopped": bool(state["done"] and state["step"] < total_steps),
+        "global_batch": plan.global_batch, "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
+        "world_size": world, "train_seconds": train_time,
+        "samples_per_s": samples / train_time if train_time else None,
+        "tokens_per_s": tokens / train_time if train_time else None,
+        "peak_rss_bytes_per_worker": rss, "memory_bytes_per_worker": memory,
+        "train_samples": len(index),
+    }
+    session.report({"summary": summary})
+    return summary
+

@@ -1,0 +1,33 @@
+"""Learning-rate schedules as multipliers of the peak `train.lr` (for torch's LambdaLR).
+
+Both engines (plain and DeepSpeed) use the same LambdaLR, so their learning rates agree step by step.
+"""
+
+from __future__ import annotations
+
+import math
+
+SCHEDULES = ("constant", "cosine", "inverse_sqrt")
+
+
+def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """Return f(step) -> multiplier: linear warmup to 1, then the named decay."""
+    if schedule not in SCHEDULES:
+        from distrec.errors import ConfigError
+
+        raise ConfigError(f"train.schedule='{schedule}' is unknown; choose one of {list(SCHEDULES)}")
+    warmup = max(0, int(warmup_steps))
+    total = max(1, int(total_steps))
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        if schedule == "inverse_sqrt":
+            # 1 at the end of warmup, then 1/sqrt(step): the Transformer's "Noam" decay
+            return math.sqrt(max(warmup, 1) / (step + 1))
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
