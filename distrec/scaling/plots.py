@@ -1,0 +1,72 @@
+"""PNG plots of a sweep: log-log scaling curves with their fits, and the compute frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """One marker set per group (`series[label] = (x, y)`), its fitted curve overlaid (`fits[label]`)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (label, (x, y)) in enumerate(sorted(series.items())):
+        color = f"C{i % 10}"
+        order = np.argsort(x)
+        x, y = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+        fit = fits.get(label)
+        ax.plot(x, y, "o" if fit else "o-", color=color, label=label)
+        if fit:
+            grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
+            ax.plot(grid, fit(grid), "--", color=color, alpha=0.8,
+                    label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def frontier_plot(curves: dict, frontier, fit, path, xlabel: str = "training FLOPs",
+                  ylabel: str = "train loss", title: str = "") -> Path:
+    """Loss-vs-compute curve of every run (`curves[label] = (flops, loss)`), the lower envelope
+    across runs (`frontier = (flops, loss)`) and its power-law fit."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (label, (x, y)) in enumerate(sorted(curves.items())):
+        ax.plot(x, y, "-", color=f"C{i % 10}", alpha=0.7, label=label)
+    fx, fy = frontier
+    ax.plot(fx, fy, "k.", markersize=5, label="compute-optimal frontier")
+    if fit:
+        grid = np.logspace(np.log10(min(fx)), np.log10(max(fx)), 100)
+        ax.plot(grid, fit(grid), "k--", label=f"frontier fit b={fit.b:.2f}, c={fit.c:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path

@@ -1,0 +1,189 @@
+"""The sweep's tables, fits, plots and report.md, rebuilt from the point markers on disk.
+
+Curves: one per method/backbone (plus any other grid key that is not what drives the x axis),
+fitted with `fit_power_law` when it has at least 3 distinct x values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distrec.artifacts import write_json
+from distrec.scaling.fit import DECREASING, INCREASING, fit_power_law, lower_envelope
+from distrec.scaling.results import curve
+from distrec.scaling.sweep import gather_rows
+
+# x axes derived from the runs, and the grid keys that drive each (left out of the curve label)
+DERIVED_X = {
+    "params_non_embedding": ("non-embedding parameters", ("model",)),
+    "tokens_seen": ("training tokens", ("train",)),
+    "train_flops": ("training FLOPs", ("model", "train")),
+}
+LABEL_KEYS = ("method", "backbone")
+
+
+# ---------------------------------------------------------------- tables
+
+def _uniform(rows: list[dict]) -> list[dict]:
+    """Parquet columns need one type: columns mixing types (e.g. a grid of 300 and '1k') become strings."""
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    for key in keys:
+        kinds = {type(r.get(key)) for r in rows if r.get(key) is not None}
+        if kinds == {int, float}:
+            continue
+        if len(kinds) > 1 or kinds & {list, dict}:
+            for r in rows:
+                if r.get(key) is not None:
+                    r[key] = json.dumps(r[key]) if isinstance(r[key], (list, dict)) else str(r[key])
+    return [{k: r.get(k) for k in keys} for r in rows]
+
+
+def write_tables(sweep_dir: Path) -> list[dict]:
+    """results.parquet (every point) and curves.parquet (finished points), written atomically."""
+    sweep_dir = Path(sweep_dir)
+    rows = _uniform(gather_rows(sweep_dir))
+    _write(pa.Table.from_pylist(rows), sweep_dir / "results.parquet")
+    curves = [c for r in rows if r.get("status") == "ok" for c in curve(r["run_dir"], r)]
+    if curves:
+        _write(pa.Table.from_pylist(curves), sweep_dir / "curves.parquet")
+    return rows
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- fits and plots
+
+def _label(row: dict, keys: list[str]) -> str:
+    parts = [str(row.get(k)) for k in LABEL_KEYS if row.get(k) is not None]
+    parts += [f"{k.split('.')[-1]}={row.get(k)}" for k in keys]
+    return "/".join(parts) or "all"
+
+
+def _series(rows, x_key, y_key, label_keys):
+    series: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        x, y = r.get(x_key), r.get(y_key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and y > 0 and math.isfinite(y):
+            xs, ys = series.setdefault(_label(r, label_keys), ([], []))
+            xs.append(float(x))
+            ys.append(float(y))
+    return series
+
+
+def x_axes(rows: list[dict], grid_keys: list[str]) -> dict:
+    """Derived axes plus numeric grid keys (e.g. data.synthetic.num_items); with at least 2 values."""
+    axes = {}
+    for key, (title, drivers) in DERIVED_X.items():
+        axes[key] = (title, [k for k in grid_keys if k.split(".")[0] not in drivers])
+    for key in grid_keys:
+        if all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in rows):
+            axes[key] = (key, [k for k in grid_keys if k != key and k.split(".")[0] not in ("model", "train")])
+    return {k: v for k, v in axes.items() if len({r.get(k) for r in rows if r.get(k) is not None}) >= 2}
+
+
+def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss_key: str = "loss") -> dict:
+    """Fit and plot every (x axis, loss|metric) pair; write fits.json, plots/*.png, report.md."""
+    from distrec.scaling.plots import frontier_plot, scaling_plot
+
+    sweep_dir = Path(sweep_dir)
+    rows = write_tables(sweep_dir)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    targets = {loss_key: ("loss", DECREASING), f"test_{metric}": (f"test {metric}", INCREASING)}
+    fits, plots = {}, []
+    for x_key, (x_title, label_keys) in x_axes(ok, grid_keys).items():
+        for y_key, (y_title, direction) in targets.items():
+            series = _series(ok, x_key, y_key, label_keys)
+            if not series:
+                continue
+            fitted = {label: fit_power_law(x, y, direction) for label, (x, y) in series.items()}
+            fitted = {k: v for k, v in fitted.items() if v is not None}
+            fits[f"{y_key} vs {x_key}"] = {k: v.to_dict() for k, v in fitted.items()}
+            name = f"{_slug(y_key)}_vs_{_slug(x_key)}.png"
+            scaling_plot(series, fitted, sweep_dir / "plots" / name, x_title, y_title,
+                         title=f"{y_title} vs {x_title}")
+            plots.append(name)
+    frontier = _frontier(sweep_dir, ok)
+    if frontier:
+        frontier_plot(frontier["curves"], frontier["points"], frontier["fit"], sweep_dir / "plots" / "frontier.png",
+                      title="train loss vs compute: compute-optimal frontier")
+        plots.append("frontier.png")
+        fits["frontier: train loss vs FLOPs"] = frontier["fit"].to_dict() if frontier["fit"] else None
+    write_json(sweep_dir / "fits.json", fits)
+    (sweep_dir / "report.md").write_text(report_markdown(rows, fits, plots, grid_keys, metric))
+    return {"rows": rows, "fits": fits, "plots": plots}
+
+
+def _frontier(sweep_dir: Path, ok: list[dict]):
+    path = sweep_dir / "curves.parquet"
+    if not path.exists() or len(ok) < 2:
+        return None
+    table = pq.read_table(path).to_pylist()
+    labels = {r["point_id"]: _label(r, [k for k in ("size",) if r.get(k)]) + f" [{r['point_id'][-6:]}]" for r in ok}
+    curves = {}
+    for c in table:
+        if c["flops"] and c["loss"] and c["point_id"] in labels:
+            xs, ys = curves.setdefault(labels[c["point_id"]], ([], []))
+            xs.append(c["flops"])
+            ys.append(c["loss"])
+    if not curves:
+        return None
+    flops = np.concatenate([x for x, _ in curves.values()])
+    loss = np.concatenate([y for _, y in curves.values()])
+    keep = lower_envelope(flops, loss)
+    fit = fit_power_law(flops[keep], loss[keep], DECREASING) if len(keep) >= 3 else None
+    return {"curves": curves, "points": (flops[keep], loss[keep]), "fit": fit}
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+# ---------------------------------------------------------------- report.md
+
+def _fmt(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def report_markdown(rows, fits, plots, grid_keys, metric) -> str:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    failed = [r for r in rows if r.get("status") != "ok"]
+    columns = ["point_id", *grid_keys, "params_non_embedding", "train_flops", "tokens_seen", "train_loss",
+               f"test_recall@{metric.split('@')[-1]}", f"test_{metric}", "fidelity", "wall_s", "status"]
+    lines = ["# Sweep report", "", f"{len(ok)} finished, {len(failed)} failed, {len(rows)} points.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["", "## Fits", "", "Saturating power laws (docs/scaling.md); b with its 95% bootstrap interval.", ""]
+    for name, per_label in fits.items():
+        if not per_label:
+            continue
+        per_label = per_label if "a" not in per_label else {"frontier": per_label}
+        for label, f in per_label.items():
+            sign = "c - a*X^-b" if f["direction"] == INCREASING else "a*X^-b + c"
+            ci = f["ci"].get("b")
+            ci_text = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            lines.append(f"- {name}, {label}: {sign} with a={f['a']:.4g}, b={f['b']:.3g}{ci_text}, "
+                         f"c={f['c']:.4g}, R2(log)={f['r2']:.3f}, n={f['n_points']}"
+                         + (f" ({f['note']})" if f.get("note") else ""))
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}](plots/{p})" for p in plots]
+    if failed:
+        lines += ["", "## Failed points", ""]
+        for r in failed:
+            lines += [f"### {r['point_id']} (attempts: {r.get('attempts')})", "", "```", str(r.get("error")), "```", ""]
+    return "\n".join(lines) + "\n"
