@@ -46,22 +46,14 @@ def temporal(offsets: np.ndarray, timestamps: np.ndarray, valid_start: int, test
     Interactions after a user's last target are cut (they would be neither history nor target). A user
     with a test-period interaction but none in the validation period keeps only the history before
     test_start (no targets): otherwise their test item would sit in their training prefix."""
-    num_users = len(offsets) - 1
-    valid = np.full(num_users, -1, np.int32)
-    test = np.full(num_users, -1, np.int32)
-    keep = np.diff(offsets).astype(np.int64)
-    test_without_valid = 0
-    for u in range(num_users):
-        ts = timestamps[offsets[u]: offsets[u + 1]]
-        first_valid = int(np.searchsorted(ts, valid_start, "left"))
-        first_test = int(np.searchsorted(ts, test_start, "left"))
-        if first_valid < first_test:
-            valid[u] = first_valid
-            keep[u] = first_valid + 1
-            if first_test < len(ts):
-                test[u] = first_test
-                keep[u] = first_test + 1
-        elif first_test < len(ts):
-            test_without_valid += 1
-            keep[u] = first_test
-    return valid, test, keep, test_without_valid
+    lengths = np.diff(offsets)
+    starts = offsets[:-1]
+    # timestamps are sorted within each user, so the first index at/after a cut = the count before it
+    first_valid = np.add.reduceat((timestamps < valid_start).astype(np.int64), starts)
+    first_test = np.add.reduceat((timestamps < test_start).astype(np.int64), starts)
+    has_valid, has_test = first_valid < first_test, first_test < lengths
+    valid = np.where(has_valid, first_valid, -1).astype(np.int32)
+    test = np.where(has_valid & has_test, first_test, -1).astype(np.int32)
+    keep = np.where(has_valid, np.where(has_test, first_test + 1, first_valid + 1),
+                    np.where(has_test, first_test, lengths)).astype(np.int64)
+    return valid, test, keep, int((has_test & ~has_valid).sum())

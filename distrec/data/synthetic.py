@@ -161,16 +161,18 @@ class Catalog:
                               for k in range(cfg.user_interests)], axis=1)
         current = np.zeros(len(users), np.int64)
         items = np.zeros((len(users), cfg.max_length), np.int64)
-        rows = np.arange(len(users))
-        for t in range(cfg.max_length):
-            current = (current + (uniform(seed, 22, users, t) < cfg.switch_prob)) % cfg.user_interests
-            leaf = interests[rows, current] * self.interest_span + pick(uniform(seed, 23, users, t), self.interest_span)
-            noise = uniform(seed, 24, users, t) < cfg.noise_prob
-            leaf[noise] = pick(uniform(seed, 25, users[noise], t), self.num_leaves)
-            items[:, t] = self.item_ids(leaf, self.zipf_rank(uniform(seed, 26, users, t), leaf))
-        start = START_TIME + pick(uniform(seed, 27, users), TIME_SPAN * 3 // 4)
-        gaps = np.stack([-np.log(uniform(seed, 28, users, t)) * MEAN_GAP for t in range(cfg.max_length)], axis=1)
-        timestamps = start[:, None] + np.cumsum(gaps.astype(np.int64) + 1, axis=1)
+        timestamps = np.zeros((len(users), cfg.max_length), np.int64)
+        clock = START_TIME + pick(uniform(seed, 27, users), TIME_SPAN * 3 // 4)
+        for t in range(int(lengths.max())):
+            rows = np.flatnonzero(lengths > t)  # users whose sequence reaches step t (most are short)
+            u = users[rows]
+            current[rows] = (current[rows] + (uniform(seed, 22, u, t) < cfg.switch_prob)) % cfg.user_interests
+            leaf = interests[rows, current[rows]] * self.interest_span + pick(uniform(seed, 23, u, t), self.interest_span)
+            noise = uniform(seed, 24, u, t) < cfg.noise_prob
+            leaf[noise] = pick(uniform(seed, 25, u[noise], t), self.num_leaves)
+            items[rows, t] = self.item_ids(leaf, self.zipf_rank(uniform(seed, 26, u, t), leaf))
+            clock[rows] += (-np.log(uniform(seed, 28, u, t)) * MEAN_GAP).astype(np.int64) + 1
+            timestamps[rows, t] = clock[rows]
         return lengths, items, timestamps
 
 
