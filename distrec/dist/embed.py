@@ -1,0 +1,46 @@
+"""The `embed` stage on Ray Data: items shards -> map_batches(fitted embedder) -> embedding shards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distrec.tokenize.embedders import embed_table
+
+
+class _EmbedBatch:
+    """Ray Data callable: holds the fitted embedder (shipped once per worker)."""
+
+    def __init__(self, embedder, do_normalize: bool):
+        self.embedder, self.do_normalize = embedder, do_normalize
+
+    def __call__(self, batch):
+        return embed_table(self.embedder, batch, self.do_normalize)
+
+
+def embed_on_ray(embedder, item_paths: list[Path], out_dir: Path, cfg, cluster=None, progress: bool = True) -> int:
+    """Embed every item with `cfg.num_workers` Ray Data workers; writes out_dir/part-*.parquet.
+
+    Returns the number of rows written.
+    """
+    from distrec.dist.ray_env import init_ray
+
+    ray = init_ray(cluster)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ds = ray.data.read_parquet([str(p) for p in item_paths])
+    ds = ds.map_batches(_EmbedBatch, fn_constructor_args=(embedder, cfg.normalize), batch_format="pyarrow",
+                        batch_size=cfg.batch_size, concurrency=cfg.num_workers, num_cpus=1)
+    raw = Path(out_dir).with_name(Path(out_dir).name + ".ray")
+    ds.write_parquet(str(raw))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    rows = 0
+    import pyarrow.parquet as pq
+
+    for i, path in enumerate(sorted(raw.glob("*.parquet"))):  # stable part-* names for readers
+        rows += pq.ParquetFile(path).metadata.num_rows
+        os.replace(path, Path(out_dir) / f"part-{i:05d}.parquet")
+    for leftover in raw.iterdir():
+        leftover.unlink()
+    raw.rmdir()
+    return rows

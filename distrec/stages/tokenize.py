@@ -1,0 +1,146 @@
+"""`distrec tokenize`: item embeddings -> SID table, codebooks and quality report.
+
+RQ-KMeans streams the embedding shards through k-means workers (in-process, or Ray actors when
+`tokenizer.num_workers > 0`), so the catalog never has to fit in one process. The other quantizers
+fit in memory on the catalog (or, with `tokenizer.train_items=train`, on the items seen in
+training sequences) and encode every item. Collisions are then resolved (`tokenizer.dedup`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_json, write_manifest
+from distrec.cluster.kmeans import KMeansWorker, LocalPool
+from distrec.cluster.vectors import VectorShards
+from distrec.errors import ConfigError, DataError
+from distrec.tokenize.quantizers import build_quantizer
+from distrec.tokenize.report import format_report, quality_report
+from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level
+
+log = logging.getLogger("distrec")
+DEDUP = ("digit", "balanced", "none")
+
+
+def training_items(data_dir: Path) -> np.ndarray:
+    """Item ids that appear in training sequences (items[:valid_pos], or all when valid_pos = -1)."""
+    seq_dir = data_dir / "sequences"
+    if not seq_dir.exists():
+        raise ConfigError(f"tokenizer.train_items=train needs the prepared sequences at {seq_dir}",
+                          )
+    table = read_table(seq_dir, columns=["items", "valid_pos"])
+    seen = []
+    for items, valid in zip(table.column("items").to_pylist(), table.column("valid_pos").to_pylist()):
+        seen.extend(items if valid is None or valid < 0 else items[:valid])
+    return np.unique(np.asarray(seen, dtype=np.int64))
+
+
+def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
+    """Fit + encode RQ-KMeans over the shards; returns (item_ids, codes, sq_err, sq_norm)."""
+    if tcfg.num_workers > 0:
+        from distrec.dist.kmeans import RayPool
+
+        pool = RayPool(paths, tcfg.num_workers, batch_rows=tcfg.batch_rows,
+                       normalize_residuals=tcfg.normalize_residuals, cluster=cluster)
+    else:
+        pool = LocalPool([KMeansWorker(VectorShards(paths, batch_rows=tcfg.batch_rows),
+                                       normalize_residuals=tcfg.normalize_residuals)])
+    try:
+        q.fit_pool(pool, checkpoint_dir)
+        parts = pool.call("encode", None, q.codebooks)
+    finally:
+        if hasattr(pool, "shutdown"):
+            pool.shutdown()
+    ids = np.concatenate([p[0] for p in parts])
+    codes = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    sq_err = None if tcfg.normalize_residuals else sum(p[2] for p in parts)
+    return ids, codes, sq_err, sum(p[3] for p in parts)
+
+
+def resolve_collisions(codes, kind, q, vectors_of_rows):
+    """Apply `tokenizer.dedup`; returns (final codes, codebook sizes, dedup info)."""
+    sizes = list(q.codebook_sizes)
+    _, group_sizes, _ = group_rows(codes)
+    before = int(len(codes) - len(group_sizes))
+    if kind == "digit":
+        final, digit = add_dedup_digit(codes)
+        sizes.append(digit)
+        moved = 0
+    elif kind == "balanced":
+        final, moved = reassign_last_level(codes, lambda rows: q.last_level_distances(vectors_of_rows(rows)), sizes[-1])
+    else:
+        final, moved = codes, 0
+    after = int(len(final) - len(np.unique(final, axis=0)))
+    if after:
+        log.warning("tokenize: %d items share a semantic ID (dedup=%s); use tokenizer.dedup=digit or balanced",
+                    after, kind)
+    return final, sizes, {"kind": kind, "collisions_before": before, "collisions_after": after,
+                          "items_reassigned": int(moved), "levels_after": final.shape[1]}
+
+
+def run(cfg):
+    tcfg = cfg.tokenizer
+    if tcfg.dedup not in DEDUP:
+        raise ConfigError(f"tokenizer.dedup='{tcfg.dedup}' is unknown; choose one of {list(DEDUP)}")
+    if tcfg.train_items not in ("all", "train"):
+        raise ConfigError(f"tokenizer.train_items='{tcfg.train_items}' must be 'all' or 'train'")
+    emb_dir, out = Path(cfg.paths.embeddings) / "item_embeddings", Path(cfg.paths.sids)
+    paths = shard_paths(emb_dir)
+    q = build_quantizer(tcfg, progress=cfg.progress)
+    timer = Timer()
+    with staged_output(out) as tmp:
+        x = None
+        if tcfg.method == "rq_kmeans" and tcfg.train_items == "all":
+            with timer("fit+encode"):
+                ids, codes, sq_err, sq_norm = streamed_rq_kmeans(q, tcfg, paths, tmp / "checkpoints", cfg.cluster)
+        else:
+            with timer("read"):
+                ids, x = VectorShards(paths).read_all()
+            train = x
+            if tcfg.train_items == "train":
+                train = x[np.isin(ids, training_items(Path(cfg.paths.data)))]
+                log.info("tokenize: fitting on %d of %d items (seen in training sequences)", len(train), len(x))
+            with timer("fit"):
+                q.fit(train)
+            with timer("encode"):
+                codes = q.encode(x)
+            sq_err, sq_norm = reconstruction(q, x, codes)
+        if len(ids) == 0:
+            raise DataError("the catalog is empty (0 item vectors)", emb_dir)
+
+        def vectors_of_rows(rows):
+            return x[rows] if x is not None else VectorShards(paths).rows(rows)
+
+        with timer("dedup"):
+            final, sizes, dedup = resolve_collisions(codes, tcfg.dedup, q, vectors_of_rows)
+        meta = {"tokenizer": OmegaConf.to_container(tcfg, resolve=True) if not isinstance(tcfg, dict) else tcfg,
+                "embeddings": str(emb_dir)}
+        table = SIDTable.from_codes(ids, final, sizes, tcfg.dedup, meta)
+        with timer("write"):
+            table.save(tmp, tcfg.num_shards)
+            q.save(tmp / "codebooks")
+        report = quality_report(codes, q.codebook_sizes, sq_err=sq_err, sq_norm=sq_norm, timings=timer.phases,
+                                dedup=dedup, method=tcfg.method)
+        report["content_hash"] = table.content_hash
+        write_json(tmp / "quality.json", report)
+        write_manifest(tmp, stage="tokenize", config=cfg, inputs={"embeddings": dir_hash(emb_dir)},
+                       timings=timer.phases, counts={"items": table.num_items, "levels": table.levels,
+                                                     "collisions_after": dedup["collisions_after"]},
+                       extra={"content_hash": table.content_hash})
+    print(format_report(report))
+    return out
+
+
+def reconstruction(q, x, codes, batch: int = 65_536):
+    """(summed squared error, summed squared norm), or (None, norm) when the quantizer has no decoder."""
+    sq_norm = float(np.square(x, dtype=np.float64).sum())
+    try:
+        sq_err = sum(float(np.square(x[i:i + batch] - q.decode(codes[i:i + batch]), dtype=np.float64).sum())
+                     for i in range(0, len(x), batch))
+    except NotImplementedError:
+        return None, sq_norm
+    return sq_err, sq_norm

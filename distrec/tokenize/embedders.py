@@ -1,0 +1,230 @@
+"""Item embedders, keyed by `embed.method`: fit once on the catalog, then transform batches of items.
+
+Every embedder takes and returns Arrow/numpy only, so a fitted embedder can be shipped to Ray Data
+workers (`distrec/dist/embed.py`) and applied per shard, or run in-process.
+
+- `tfidf`: TF-IDF over the item's text fields (uni+bigrams, sublinear tf) + truncated SVD. Built in,
+  no downloads.
+- `fields`: catalogs without text: categorical ids, multi-valued attributes and numeric columns are
+  hashed into a sparse one-hot space (numeric standardised), idf-weighted, then truncated SVD.
+- `sentence_transformer`: a sentence-transformers model from a local directory (`embed.model_path`).
+- `column`: a vector column the user already has in items.parquet (`embed.column`).
+- `famae`: ReSID's learned field encoder (its own issue) plugs in here by adding to `EMBEDDERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distrec.cluster.vectors import vectors_from_arrow
+from distrec.errors import ConfigError, DataError
+
+EMBEDDERS = {
+    "tfidf": "distrec.tokenize.embedders:TfidfEmbedder",
+    "fields": "distrec.tokenize.embedders:FieldsEmbedder",
+    "sentence_transformer": "distrec.tokenize.embedders:SentenceTransformerEmbedder",
+    "column": "distrec.tokenize.embedders:ColumnEmbedder",
+    "famae": "distrec.tokenize.famae:FAMAEEmbedder",  # ReSID; written by its own issue
+}
+NOT_FIELDS = {"item_id", "raw_id"}
+
+
+def build_embedder(cfg, field_types: dict | None = None):
+    if cfg.method not in EMBEDDERS:
+        raise ConfigError(f"embed.method='{cfg.method}' is unknown; choose one of {sorted(EMBEDDERS)}")
+    module, name = EMBEDDERS[cfg.method].split(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"embed.method='{cfg.method}' is not available in this build ({e})") from None
+    return cls(cfg, field_types or {})
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows; all-zero rows (items with no content) stay zero instead of becoming NaN."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+def item_texts(items: pa.Table, fields: list[str]) -> list[str]:
+    """One string per item: the text fields joined (list fields joined by spaces; nulls skipped)."""
+    parts = []
+    for name in fields:
+        col = items.column(name)
+        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), " ")
+        parts.append(pc.fill_null(pc.cast(col, pa.string()), ""))
+    if not parts:
+        return [""] * items.num_rows
+    return pc.binary_join_element_wise(*parts, " ").to_pylist()
+
+
+def _svd(matrix, dim: int, seed: int, what: str):
+    from sklearn.decomposition import TruncatedSVD
+
+    if dim >= matrix.shape[1]:
+        raise ConfigError(f"embed.dim={dim} must be smaller than the {what} ({matrix.shape[1]} features)",
+                          )
+    return TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=5, random_state=seed).fit(matrix)
+
+
+class TfidfEmbedder:
+    def __init__(self, cfg, field_types):
+        self.cfg = cfg
+        self.fields: list[str] = []
+
+    def fit(self, items: pa.Table):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.fields = [f for f in self.cfg.text_fields if f in items.column_names]
+        if not self.fields:
+            raise ConfigError(f"embed.text_fields={list(self.cfg.text_fields)}: none is a column of items "
+                              f"(columns: {items.column_names})", )
+        texts = item_texts(items, self.fields)
+        if not any(t.strip() for t in texts):
+            raise DataError(f"every item has empty text in {self.fields}",
+                            hint="pick other embed.text_fields, or use embed=fields for catalogs without text")
+        self.vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=self.cfg.min_df, ngram_range=(1, 2),
+                                          max_features=1 << 18, dtype=np.float32)
+        matrix = self.vectorizer.fit_transform(texts)
+        self.svd = _svd(matrix, self.cfg.dim, self.cfg.seed, "TF-IDF vocabulary")
+        return self
+
+    def transform(self, items: pa.Table) -> np.ndarray:
+        return self.svd.transform(self.vectorizer.transform(item_texts(items, self.fields))).astype(np.float32)
+
+
+class FieldsEmbedder:
+    """Hashed one-hot of categorical / multi-valued / numeric fields + idf + truncated SVD."""
+
+    def __init__(self, cfg, field_types):
+        self.cfg, self.field_types = cfg, field_types
+
+    def _kinds(self, items: pa.Table) -> dict[str, str]:
+        names = list(self.cfg.fields) or [n for n in items.column_names if n not in NOT_FIELDS
+                                          and self.field_types.get(n) != "text"
+                                          and not pa.types.is_string(items.schema.field(n).type)]
+        kinds = {}
+        for name in names:
+            if name not in items.column_names:
+                raise ConfigError(f"embed.fields: '{name}' is not a column of items (columns: {items.column_names})")
+            t = items.schema.field(name).type
+            if pa.types.is_floating(t):
+                kinds[name] = "numeric"
+            elif pa.types.is_list(t) or pa.types.is_large_list(t):
+                kinds[name] = "multi"
+            elif pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_boolean(t):
+                kinds[name] = "categorical"
+            else:
+                raise ConfigError(f"embed.fields: column '{name}' has type {t}, which the fields encoder cannot use")
+        if not kinds:
+            raise ConfigError(f"embed=fields found no categorical/numeric fields in items (columns: "
+                              f"{items.column_names})", )
+        return kinds
+
+    def _sparse(self, items: pa.Table):
+        import scipy.sparse as sp
+        from sklearn.feature_extraction import FeatureHasher
+
+        tokens = [[] for _ in range(items.num_rows)]
+        numeric = []
+        for name, kind in self.kinds.items():
+            values = items.column(name).to_pylist()
+            if kind == "numeric":
+                v = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+                numeric.append(np.nan_to_num((v - self.stats[name][0]) / self.stats[name][1]))
+                continue
+            for row, value in enumerate(values):
+                if value is None or (kind == "categorical" and value == 0 and self.field_types.get(name) == "categorical"):
+                    continue  # 0 = missing categorical id
+                for v in (value if kind == "multi" else [value]):
+                    tokens[row].append(f"{name}={v}")
+        hashed = FeatureHasher(n_features=self.cfg.hash_dim, input_type="string", alternate_sign=False).transform(tokens)
+        if numeric:
+            hashed = sp.hstack([hashed, sp.csr_matrix(np.column_stack(numeric))]).tocsr()
+        return hashed
+
+    def fit(self, items: pa.Table):
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        self.kinds = self._kinds(items)
+        self.stats = {}
+        for name, kind in self.kinds.items():
+            if kind == "numeric":
+                v = items.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+                std = np.nanstd(v) if np.isfinite(v).any() else 1.0
+                self.stats[name] = (float(np.nanmean(v)) if np.isfinite(v).any() else 0.0, float(std) or 1.0)
+        matrix = self._sparse(items)
+        self.idf = TfidfTransformer(sublinear_tf=True).fit(matrix)
+        self.svd = _svd(self.idf.transform(matrix), self.cfg.dim, self.cfg.seed, "hashed field space")
+        return self
+
+    def transform(self, items: pa.Table) -> np.ndarray:
+        return self.svd.transform(self.idf.transform(self._sparse(items))).astype(np.float32)
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, cfg, field_types):
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError:
+            raise ConfigError("embed=sentence_transformer needs the sentence-transformers package: "
+                              "pip install sentence-transformers (or use embed=tfidf, built in)") from None
+        if not cfg.model_path:
+            raise ConfigError("embed.model_path is required for embed=sentence_transformer: a local model "
+                              "directory (nothing is downloaded)")
+        from pathlib import Path
+
+        if not Path(cfg.model_path).exists():
+            raise ConfigError(f"embed.model_path={cfg.model_path} does not exist")
+        self.cfg = cfg
+        self.model = None
+
+    def fit(self, items: pa.Table):
+        self.fields = [f for f in self.cfg.text_fields if f in items.column_names]
+        if not self.fields:
+            raise ConfigError(f"embed.text_fields={list(self.cfg.text_fields)}: none is a column of items")
+        return self
+
+    def transform(self, items: pa.Table) -> np.ndarray:
+        from sentence_transformers import SentenceTransformer
+
+        if self.model is None:  # loaded lazily so the fitted embedder pickles small to Ray workers
+            self.model = SentenceTransformer(self.cfg.model_path, device="cpu", local_files_only=True)
+        return np.asarray(self.model.encode(item_texts(items, self.fields), batch_size=256), dtype=np.float32)
+
+    def __getstate__(self):
+        return {**self.__dict__, "model": None}
+
+
+class ColumnEmbedder:
+    def __init__(self, cfg, field_types):
+        if not cfg.column:
+            raise ConfigError("embed.column is required for embed=column: the items column holding the vectors")
+        self.cfg = cfg
+
+    def fit(self, items: pa.Table):
+        if self.cfg.column not in items.column_names:
+            raise ConfigError(f"embed.column='{self.cfg.column}' is not a column of items "
+                              f"(columns: {items.column_names})")
+        return self
+
+    def transform(self, items: pa.Table) -> np.ndarray:
+        return vectors_from_arrow(items.column(self.cfg.column), f"items column '{self.cfg.column}'")
+
+
+def embed_table(embedder, items: pa.Table, do_normalize: bool) -> pa.Table:
+    """(item_id, vector fixed_size_list<float32>) for a batch of items."""
+    x = embedder.transform(items)
+    if not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
+        raise DataError(f"the {type(embedder).__name__} produced a NaN/inf vector for item "
+                        f"{items.column('item_id')[row].as_py()}", hint="check that item's fields")
+    if do_normalize:
+        x = normalize(x)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1])
+    return pa.table({"item_id": items.column("item_id").cast(pa.int64()), "vector": vectors})

@@ -1,0 +1,104 @@
+"""PQ / OPQ long semantic IDs (RPG, ACERec): m unordered digits, one per sub-space, via faiss.
+
+OPQ first learns a rotation that balances the variance across the m sub-spaces, then product-
+quantizes the rotated vector; PQ skips the rotation. Codes of `codebook_size = 2**nbits` values are
+unpacked from faiss's bit-packed bytes into one digit per sub-space.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from distrec.errors import ConfigError
+from distrec.tokenize.quantizers.base import Quantizer
+
+
+class PQ(Quantizer):
+    method = "pq"
+    rotate = False
+
+    def __init__(self, num_subspaces: int = 32, codebook_size: int = 256, seed: int = 0, opq_iters: int = 50,
+                 progress: bool = True):
+        nbits = int(np.log2(codebook_size))
+        if 2 ** nbits != codebook_size or not 1 <= nbits <= 16:
+            raise ConfigError(f"tokenizer.codebook_size={codebook_size} must be a power of two (2..65536) for {self.method}")
+        self.m, self.k, self.nbits, self.seed, self.opq_iters = num_subspaces, codebook_size, nbits, seed, opq_iters
+        self.pq = None
+        self.opq = None
+
+    @property
+    def codebook_sizes(self):
+        return [self.k] * self.m
+
+    @classmethod
+    def from_config(cls, cfg, progress: bool = True):
+        return cls(cfg.num_subspaces, cfg.codebook_size, cfg.seed, progress=progress)
+
+    def _rotate(self, x):
+        return self.opq.apply_py(x) if self.opq is not None else x
+
+    def fit(self, x):
+        x = self.check_input(x, self.k)
+        d = x.shape[1]
+        if d % self.m:
+            raise ConfigError(f"tokenizer.num_subspaces={self.m} must divide the embedding dimension {d}",
+                              )
+        if self.rotate:
+            self.opq = faiss.OPQMatrix(d, self.m)
+            self.opq.niter = self.opq_iters
+            self.opq.verbose = False
+            self.opq.train(x)
+        self.pq = faiss.ProductQuantizer(d, self.m, self.nbits)
+        self.pq.cp.seed = self.seed
+        self.pq.train(self._rotate(x))
+        return self
+
+    def encode(self, x):
+        x = self.check_input(x)
+        self.check_dim(x, self.pq.d)
+        packed = self.pq.compute_codes(self._rotate(x))
+        if self.nbits == 8:
+            return packed.astype(np.int64)
+        bits = np.unpackbits(packed, axis=1, bitorder="little")[:, : self.m * self.nbits]
+        return (bits.reshape(len(x), self.m, self.nbits).astype(np.int64) << np.arange(self.nbits)).sum(-1)
+
+    def _pack(self, codes):
+        if self.nbits == 8:
+            return np.ascontiguousarray(codes, dtype=np.uint8)
+        bits = ((codes[:, :, None] >> np.arange(self.nbits)) & 1).astype(np.uint8).reshape(len(codes), -1)
+        return np.packbits(bits, axis=1, bitorder="little")[:, : self.pq.code_size]
+
+    def decode(self, codes):
+        x = self.pq.decode(self._pack(np.asarray(codes)))
+        return self.opq.reverse_transform(x) if self.opq is not None else x
+
+    def last_level_distances(self, x):
+        z = self._rotate(self.check_input(x))
+        dsub = self.pq.dsub
+        centroids = faiss.vector_to_array(self.pq.centroids).reshape(self.m, self.k, dsub)[-1]
+        sub = z[:, -dsub:]
+        return ((sub[:, None, :] - centroids[None]) ** 2).sum(-1)
+
+    def _state(self):
+        arrays = {"pq_centroids": faiss.vector_to_array(self.pq.centroids),
+                  "pq_d": np.array(self.pq.d)}
+        if self.opq is not None:
+            arrays["opq_A"] = faiss.vector_to_array(self.opq.A)
+        return dict(num_subspaces=self.m, codebook_size=self.k, seed=self.seed, opq_iters=self.opq_iters), arrays
+
+    def _load_state(self, params, arrays, directory):
+        self.__init__(**params, progress=False)
+        d = int(arrays["pq_d"])
+        self.pq = faiss.ProductQuantizer(d, self.m, self.nbits)
+        faiss.copy_array_to_vector(arrays["pq_centroids"].astype(np.float32), self.pq.centroids)
+        if "opq_A" in arrays:
+            self.opq = faiss.OPQMatrix(d, self.m)
+            faiss.copy_array_to_vector(arrays["opq_A"].astype(np.float32), self.opq.A)
+            self.opq.is_trained = True
+            self.opq.is_orthonormal = True
+
+
+class OPQ(PQ):
+    method = "opq"
+    rotate = True
