@@ -7,7 +7,7 @@ dense ids -> split. Every interaction removed on the way is counted in `filtered
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,6 @@ class Prepared:
     vocabs: dict  # categorical field -> Vocab
     split: dict
     stats: dict
-    filtered: Counter = field(default_factory=Counter)
 
 
 def dense_order(keys: list[str]) -> np.ndarray:
@@ -162,10 +161,10 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
         "fields": fields,
         "field_coverage": coverage,
         "dropped": dict(dropped),
-        "filtered": {k: v for k, v in filtered.items()},
+        "filtered": dict(filtered),
         "k_core_rounds": rounds,
     }
-    return Prepared(items, sequences, user_map, item_map, vocabs, split, stats, filtered)
+    return Prepared(items, sequences, user_map, item_map, vocabs, split, stats)
 
 
 def make_split(cfg, offsets, time, lengths):

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from distrec.errors import DataError
+from distrec.errors import ConfigError, DataError
 
 progress = True  # tqdm bars while reading files; set from cfg.progress by the prepare stage
 
@@ -28,8 +28,6 @@ class RowErrors:
 
     def __init__(self, on_error: str = "raise"):
         if on_error not in ("raise", "skip"):
-            from distrec.errors import ConfigError
-
             raise ConfigError(f"data.on_error='{on_error}' is unknown; choose raise or skip")
         self.skip = on_error == "skip"
         self.dropped: Counter = Counter()

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from distrec.data.readers.base import RawData, RowErrors, find, lines, require
-from distrec.errors import ConfigError, DataError
+from distrec.errors import DataError
 
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
@@ -112,7 +112,3 @@ def read_diffurec_pkl(path: Path, raw: RawData) -> None:
             raise DataError(f"user {user} has item {unknown[0]} that is not in smap", path)
         raw.log.add_sequence(raw_user[user], [raw_item[i] for i in items])
 
-
-def check(cfg) -> None:
-    if cfg.min_rating is not None and "sequences_pkl" in cfg.files:
-        raise ConfigError("data.min_rating needs ratings; the DiffuRec pickle has none")

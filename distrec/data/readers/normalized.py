@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distrec.errors import DataError
 from distrec.data.readers.base import RawData, RowErrors, find, known_item, lines, require
+from distrec.errors import DataError
 
 
 def read(cfg, errors: RowErrors) -> RawData:

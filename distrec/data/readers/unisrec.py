@@ -20,9 +20,8 @@ def read(cfg, errors: RowErrors) -> RawData:
     name = cfg.files.get("name", "*")
     raw = RawData()
     item_raw = index_file(find(root, [f"{name}.item2index"], "item2index file"), raw, errors)
-    user_raw = index_file(find(root, [f"{name}.user2index"], "user2index file"), raw, errors,
-                          ) if find(root, [f"{name}.user2index"], "", required=False) else {}
-    raw.user_raw = user_raw
+    user_file = find(root, [f"{name}.user2index"], "user2index file", required=False)
+    raw.user_raw = index_file(user_file, raw, errors) if user_file is not None else {}
     text_file = find(root, [f"{name}.text"], "item text file", required=False)
     if text_file is not None:
         texts = {}
