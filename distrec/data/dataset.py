@@ -84,6 +84,27 @@ class PreparedData:
         user_ids = self.sequences.column("user_id").to_numpy()[users]
         return user_ids, histories, targets
 
+    def field_text(self, field: str) -> list[str | None]:
+        """One field of every item as text (row i = item i + 1): categorical ids decoded to their names,
+        lists joined with ', ', numbers formatted; None where missing. Unknown fields give all None."""
+        if field not in self.items.column_names:
+            return [None] * len(self.items)
+        kind, values = self.fields.get(field, "text"), self.items.column(field).to_pylist()
+        if kind == "categorical":
+            names = self.vocabulary(field)
+            return [names[v] if v else None for v in values]
+        if kind == "multi_categorical":
+            names = self.vocabulary(field)
+            return [", ".join(names[i] for i in v) if v else None for v in values]
+        if kind == "numeric":
+            return [None if v is None else f"{v:g}" for v in values]
+        return values
+
+    def item_texts(self, fields: list[str], separator: str = ". ") -> list[str]:
+        """Per item, the non-missing `fields` as text joined by `separator` (input of text embedders)."""
+        columns = [self.field_text(f) for f in fields]
+        return [separator.join(v for v in row if v) for row in zip(*columns)] if columns else [""] * len(self.items)
+
     def vocabulary(self, field: str) -> list[str]:
         """Names of a categorical field's ids: index i -> value of id i (index 0 = missing = '')."""
         table = read_table(self.directory / "maps" / field)

@@ -25,6 +25,9 @@ def test_amazon2014_reviews_and_python_literal_metadata(prepare_in):
     assert column(data, "price")[:3] == [24.99, 9.5, None]
     assert data.fields["brand"] == "categorical" and data.fields["price"] == "numeric"
     assert data.vocabulary("brand")[1] == "Woodco"
+    texts = data.item_texts(["title", "brand", "categories", "price"])
+    assert texts[0] == "Wooden Train Set. Woodco. Toys & Games > Trains > Wooden Trains. 24.99"
+    assert texts[4] == ""  # no metadata at all
 
 
 def test_amazon2014_min_rating(prepare_in):
