@@ -105,6 +105,8 @@ def test_config_errors(prepare_in, tmp_path):
         prepare_in(*overrides, "data.split=temporal")
     with pytest.raises(ConfigError, match="has no ratings"):
         prepare_in(*overrides, "data.min_rating=3")
+    with pytest.raises(ConfigError, match="data.split='random'"):
+        prepare_in(*overrides, "data.split=random")
     with pytest.raises(ConfigError, match="data.format='bogus'"):
         prepare_in(*overrides, "data.format=bogus")
 

@@ -106,7 +106,6 @@ class RawData:
     user_raw: dict[str, str] = field(default_factory=dict)  # source user key -> original user id, when different
     files: list[Path] = field(default_factory=list)  # every input file read (hashed into the manifest)
     has_catalog: bool = False  # True when an item file exists: sequence items must appear in it
-    ordered: bool = True  # True when the source lists each user's interactions chronologically
 
 
 # ---------------------------------------------------------------- files
