@@ -5,6 +5,7 @@ with one `ray job submit` and put `sweep.out_dir` on storage every node shares."
 from __future__ import annotations
 
 from distrec.dist.ray_env import init_ray
+from distrec.scaling.sweep import StageFailed
 
 
 def _call(fn, job):
@@ -26,5 +27,6 @@ class RayExecutor:
         try:
             return ready[0], self.ray.get(ready[0]), None
         except self.ray.exceptions.RayError as e:
-            cause = getattr(e, "cause", None)  # the job's own exception, without Ray's wrapping
-            return ready[0], None, str(cause) if cause is not None else str(e)
+            # a failed stage's own message (its log tail); anything else with Ray's remote traceback
+            cause = getattr(e, "cause", None)
+            return ready[0], None, str(cause) if isinstance(cause, StageFailed) else str(e)

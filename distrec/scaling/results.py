@@ -71,8 +71,10 @@ def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
     except Exception as e:  # an export problem must not lose the row: it is noted instead
         notes.append(f"model not loaded for counting ({type(e).__name__}: {e})")
         return {}
+    from omegaconf import OmegaConf
+
     counts = count_params(model)
-    dims = resolve_dims(config["model"])
+    dims = resolve_dims(OmegaConf.create(config["model"]))
     layers = dims.n_layers + (dims.n_decoder_layers if dims.backbone == "t5" else 0)
     num_items = int(_find(info, "num_items") or getattr(model, "num_items", 0) or 0)
     out = output_size(model, config.get("method", {}), num_items)
@@ -83,6 +85,18 @@ def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
         "flops_per_token": analytic_flops_per_token(counts.non_embedding, layers, dims.d_model,
                                                     dims.max_history, output_size=out),
     }
+
+
+def tokens_seen(train_rows: list[dict], steps, global_batch) -> float | None:
+    """Training tokens (non-padding input positions) over the whole run. Each logged train row has
+    the step's tokens/s and samples/s over the same seconds, so their ratio is tokens per sample;
+    its mean over the logged steps times the samples seen. (Robust to resumed runs, whose summary
+    only covers the resumed part.)"""
+    ratios = [r["tokens_per_s"] / r["samples_per_s"] for r in train_rows
+              if r.get("tokens_per_s") and r.get("samples_per_s")]
+    if not ratios or not steps or not global_batch:
+        return None
+    return float(sum(ratios) / len(ratios) * global_batch * steps)
 
 
 def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
@@ -96,10 +110,10 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
     train_rows = [r for r in rows if r.get("split") == "train" and r.get("loss") is not None]
     valid_rows = [r for r in rows if r.get("split") == "valid"]
 
-    steps = _find(manifest, "steps") or (train_rows[-1]["step"] if train_rows else None)
+    steps = train_rows[-1]["step"] if train_rows else _find(manifest, "steps")
     train_s = _find(manifest, "train_seconds")
-    tokens_per_s = _find(manifest, "tokens_per_s")
-    tokens = tokens_per_s * train_s if tokens_per_s and train_s else None
+    tokens = tokens_seen(train_rows, steps, _find(manifest, "global_batch")
+                         or config.get("train", {}).get("global_batch_size"))
     if tokens is None:
         notes.append("tokens seen not recorded by the run")
 

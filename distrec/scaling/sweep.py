@@ -144,7 +144,6 @@ class PointJob:
 def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], list[PointJob]]:
     """Expand the grid, compose every point's config (typos fail here, before any work), group
     the points by the shared artifacts they need."""
-    from distrec.config import compose
     from distrec.stages.run import ID_ONLY_METHODS
 
     from omegaconf import OmegaConf
@@ -162,7 +161,7 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
     for values in sets:
         args = _dedupe(base + overrides_of(values))
         try:
-            point_cfg = compose(args)
+            point_cfg = _compose(args)
         except Exception as e:
             raise ConfigError(f"sweep point {values} does not compose: {e}") from None
         data_args = [a for a in args if _top(a) in SHARED_PREFIXES]
@@ -177,6 +176,18 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
         points.append(PointJob(pid, values, args, str(point_dir), key, os.getcwd(),
                                timeout_s=sweep["timeout_s"], cpus=float(sweep["cpus_per_point"])))
     return list(shared.values()), points
+
+
+def _compose(args: list[str]):
+    """Compose like the CLI; inside `distrec sweep` Hydra is already initialised, so reuse it."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    from distrec.config import compose as compose_fresh
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="config", overrides=args)
+    return compose_fresh(args)
 
 
 def _dedupe(args: list[str]) -> list[str]:
@@ -197,6 +208,19 @@ def _die_with_parent():
         pass
 
 
+class StageFailed(RuntimeError):
+    """A `distrec` subprocess exited non-zero; the message carries its log's tail."""
+
+
+def describe_error(e: BaseException) -> str:
+    """A failed stage speaks through its log tail; anything else through its traceback's tail."""
+    if isinstance(e, StageFailed):
+        return str(e)
+    import traceback
+
+    return "\n".join("".join(traceback.format_exception(e)).splitlines()[-ERROR_TAIL_LINES:])
+
+
 def run_stage(stage: str, args: list[str], log_path: Path, cwd: str, timeout_s=None, cpus: float = 1.0) -> float:
     """Run `distrec <stage> args` in a fresh process, output appended to `log_path`; returns seconds.
     Raises RuntimeError with the log's tail when it fails."""
@@ -214,7 +238,7 @@ def run_stage(stage: str, args: list[str], log_path: Path, cwd: str, timeout_s=N
         except subprocess.TimeoutExpired:
             rc = f"timeout after {timeout_s} s"
     if rc != 0:
-        raise RuntimeError(f"distrec {stage} failed (exit {rc}):\n{tail(log_path)}")
+        raise StageFailed(f"distrec {stage} failed (exit {rc}):\n{tail(log_path)}")
     return time.perf_counter() - start
 
 
@@ -291,7 +315,7 @@ class LocalExecutor:
         try:
             self.finished[handle] = (fn(job), None)
         except Exception as e:
-            self.finished[handle] = (None, str(e))
+            self.finished[handle] = (None, describe_error(e))
         return handle
 
     def wait(self, handles):
@@ -336,7 +360,7 @@ def schedule(shared: list[SharedJob], points: list[PointJob], executor, *, max_c
                 on_done(job, result)
         elif attempt <= retries:
             log.warning("sweep: %s %s failed (attempt %d of %d), retrying", kind,
-                        getattr(job, "id", job.key), attempt, retries + 1)
+                        job.id if kind == "point" else job.key, attempt, retries + 1)
             queue.insert(0, (kind, job, attempt + 1))
         elif kind == "shared":
             broken[job.key] = error
