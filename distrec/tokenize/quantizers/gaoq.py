@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from distrec.artifacts import Timer
 from distrec.cluster.balanced import balanced_kmeans
 from distrec.cluster.hungarian import make_anchors, match_to_anchors, unit_rows
 from distrec.errors import ConfigError
@@ -189,14 +190,17 @@ class GAOQ(Quantizer):
             raise ConfigError(f"tokenizer.branching[0]={self.branching[0]} is larger than the catalog ({len(x)} items)")
         plan = self._plan(x.shape[1])
         self.anchors = plan.anchors
-        self.top_centroids, top = balanced_kmeans(x, self.branching[0], iters=self.iters, seed=self.seed)
+        timer = Timer()
+        with timer("level0"):
+            self.top_centroids, top = balanced_kmeans(x, self.branching[0], iters=self.iters, seed=self.seed)
         jobs = [(c, np.flatnonzero(top == c), self.top_centroids[c]) for c in range(self.branching[0])]
-        if self.num_workers > 0:
-            from distrec.dist.gaoq import fit_subtrees_ray
+        with timer("subtrees"):
+            if self.num_workers > 0:
+                from distrec.dist.gaoq import fit_subtrees_ray
 
-            parts = fit_subtrees_ray(x, jobs, plan, self.num_workers, self.progress)
-        else:
-            parts = fit_subtrees(x, jobs, plan, self.progress)
+                parts = fit_subtrees_ray(x, jobs, plan, self.num_workers, self.progress)
+            else:
+                parts = fit_subtrees(x, jobs, plan, self.progress)
         codes = np.empty((len(x), self.levels), dtype=np.int64)
         codes[:, 0] = top
         for (_, rows, _), (sub_codes, _, _) in zip(jobs, parts):
@@ -205,7 +209,7 @@ class GAOQ(Quantizer):
         self.node_centroids = np.concatenate([p[2] for p in parts])
         self.fitted_codes = codes
         self.fitted_hashes = row_hashes(x)
-        self.stats = alignment_stats(x, codes)
+        self.stats = {**alignment_stats(x, codes), "timings_s": {k: round(v, 2) for k, v in timer.phases.items()}}
         return self
 
     # ---- encode: catalog rows get their fitted codes; new rows descend the tree
