@@ -26,6 +26,7 @@ DERIVED_X = {
     "train_flops": ("training FLOPs", ("model", "train")),
 }
 LABEL_KEYS = ("method", "backbone")
+LABELLED = ("method", "model", "method.name", "model.backbone")  # grid keys LABEL_KEYS already show
 
 
 # ---------------------------------------------------------------- tables
@@ -67,7 +68,7 @@ def _write(table: pa.Table, path: Path) -> None:
 
 def _label(row: dict, keys: list[str]) -> str:
     parts = [str(row.get(k)) for k in LABEL_KEYS if row.get(k) is not None]
-    parts += [f"{k.split('.')[-1]}={row.get(k)}" for k in keys]
+    parts += [f"{k.split('.')[-1]}={row.get(k)}" for k in keys if k not in LABELLED]
     return "/".join(parts) or "all"
 
 

@@ -14,10 +14,12 @@ import logging
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from tqdm import tqdm
 
 from distrec.artifacts import write_json
 from distrec.errors import ConfigError
 from distrec.scaling import sweep as sw
+from distrec.scaling.report import analyze, write_tables
 
 log = logging.getLogger("distrec")
 
@@ -48,17 +50,17 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
     todo = [p for p in points if not sw.is_done(p) and (s.rerun_failed or p not in failed_before)]
     log.info("sweep %s: %d points, %d finished before (skipped), %d to run", sweep_dir, len(points), len(done), len(todo))
 
-    def on_done(job, row):
-        sw.mark_done(job, row)
-        from distrec.scaling.report import write_tables
+    bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not cfg.progress, dynamic_ncols=True)
 
+    def on_done(job, row):
+        bar.update(1)
+        sw.mark_done(job, row)
         write_tables(sweep_dir)  # results.parquet grows as points finish
         log.info("sweep: point %s finished (%s)", job.id, _summary(row))
 
     def on_failed(job, error, attempts):
+        bar.update(1)
         sw.mark_failed(job, error, attempts)
-        from distrec.scaling.report import write_tables
-
         write_tables(sweep_dir)
         log.error("sweep: point %s FAILED after %d attempts:\n%s", job.id, attempts, error)
 
@@ -71,8 +73,7 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
             executor = sw.LocalExecutor()
         sw.schedule(shared, todo, executor, max_concurrent=s.max_concurrent, retries=s.retries,
                     on_done=on_done, on_failed=on_failed)
-
-    from distrec.scaling.report import analyze, write_tables
+    bar.close()
 
     grid_keys = list(dict.fromkeys(k for p in points for k in p.values))
     result = analyze(sweep_dir, grid_keys, metric=s.metric, loss_key=s.loss_key) if s.fit else \
