@@ -32,8 +32,8 @@ MASKED = -1.0e4  # SiLU(MASKED + score) is exactly 0 (and so is its gradient) in
 
 
 def pytorch_hstu_attention(q, k, v, bias, allowed, n):
-    """q/k [B,H,Tq|Tk,dqk], v [B,H,Tk,dv]; bias [B|1,Tq,Tk] float or None (shared by heads);
-    allowed [B|1,Tq,Tk] bool or None; n the normaliser. Returns [B,H,Tq,dv].
+    """q/k [B,H,Tq|Tk,dqk], v [B,H,Tk,dv] (zero for padding keys); bias [B|1,Tq,Tk] float or None
+    (shared by heads); allowed [B|1,Tq,Tk] bool or None; n the normaliser. Returns [B,H,Tq,dv].
 
     The mask is folded into the bias (a large negative score has SiLU 0) and 1/n is applied to the
     [.., Tq, dv] output rather than the [.., Tq, Tk] scores: two fewer passes over the big tensor."""
@@ -71,13 +71,17 @@ class HSTULayer(nn.Module):
         b = self.rab_pos[rel_idx]
         return b if buckets is None else b + self.rab_time[buckets]
 
-    def forward(self, x, allowed, rel_idx, buckets, cache=None, layer=0):
+    def forward(self, x, allowed, rel_idx, buckets, key_keep=None, cache=None, layer=0):
         B, T, _ = x.shape
         H, da, dl = self.n_heads, self.attn_dim, self.linear_dim
         u, v, q, k = F.silu(self.uvqk(self.norm_in(x))).split([H * dl, H * dl, H * da, H * da], dim=-1)
         q, k, v = (t.view(B, T, H, -1).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.append(layer, k, v)
+        if key_keep is not None:
+            # A padding key with a zero value adds nothing to A V (and gets no gradient), whatever its
+            # score: cheaper than a per-row [B, T, T] mask, which stays [T, T] and shared.
+            v = v * key_keep[:, None, :, None].to(v.dtype)
         a = self.kernel(q, k, v, self.bias(rel_idx, buckets), allowed, self.max_len)
         a = a.transpose(1, 2).reshape(B, T, H * dl)
         return x + self.out(self.drop(u * self.norm_attn(a)))
@@ -127,12 +131,13 @@ class HSTU(nn.Module):
                 k_times = cache.extend_seq("timestamps", timestamps)
         if self.pos is not None:
             x = x + self.pos(q_pos)
-        allowed = build_allowed(mask, key_pad, T, past + T, x.device, self.causal)
+        allowed = build_allowed(mask, None, T, past + T, x.device, self.causal)  # padding: see HSTULayer
+        key_keep = None if key_pad is None or not key_pad.any() else ~key_pad
         rel = (k_pos.unsqueeze(1) - q_pos.unsqueeze(2)).clamp(-(self.max_len - 1), self.max_len - 1) + self.max_len - 1
         buckets = None if timestamps is None else time_buckets(q_times, k_times, self.num_time_buckets)
         h = self.drop(x)
         for i, layer in enumerate(self.layers):
-            h = layer(h, allowed, rel, buckets, cache, i)
+            h = layer(h, allowed, rel, buckets, key_keep, cache, i)
         if cache is not None:
             cache.advance(T)
         return h

@@ -50,7 +50,8 @@ class HSTURetrieval(nn.Module):
                    kernel=dims.kernel)
 
     def encode(self, input_ids: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
-        """L2-normalised user embedding after every position [B, T, D] of left-padded histories."""
+        """Hidden state after every position [B, T, D] of left-padded histories (normalise to get
+        the user embedding)."""
         input_ids = input_ids[:, -self.max_history:]
         if timestamps is not None:
             timestamps = timestamps[:, -self.max_history:]
@@ -58,8 +59,7 @@ class HSTURetrieval(nn.Module):
         pad = input_ids == 0
         positions = torch.arange(self.max_history - T, self.max_history, device=input_ids.device)
         x = self.item_emb(input_ids) * math.sqrt(self.d_model)
-        h = self.backbone(x, pad=pad, timestamps=timestamps, positions=positions)
-        return F.normalize(h.float(), dim=-1)
+        return self.backbone(x, pad=pad, timestamps=timestamps, positions=positions)
 
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.item_emb.weight if ids is None else self.item_emb(ids)
@@ -76,9 +76,9 @@ class HSTURetrieval(nn.Module):
     def forward(self, batch: dict) -> dict:
         input_ids = batch["input_ids"][:, -self.max_history:]
         target_ids = batch["target_ids"][:, -self.max_history:]
-        user = self.encode(input_ids, batch.get("timestamps"))
+        hidden = self.encode(input_ids, batch.get("timestamps"))
         labelled = target_ids > 0
-        u, target = user[labelled], target_ids[labelled]  # [N, D], [N]
+        u, target = F.normalize(hidden[labelled].float(), dim=-1), target_ids[labelled]  # [N, D], [N]
         negatives = self._negatives(target)
         pos = (u * self.item_vectors(target)).sum(-1, keepdim=True)
         neg = u @ self.item_vectors(negatives).t()
@@ -90,7 +90,7 @@ class HSTURetrieval(nn.Module):
     @torch.no_grad()
     def score_all(self, batch: dict) -> torch.Tensor:
         """Cosine score of every item after each history [B, num_items + 1] (padding column -inf), fp32."""
-        user = self.encode(batch["input_ids"], batch.get("timestamps"))[:, -1]
+        user = F.normalize(self.encode(batch["input_ids"], batch.get("timestamps"))[:, -1].float(), dim=-1)
         with torch.autocast(user.device.type, enabled=False):
             scores = user @ self.item_vectors().t()
         scores[:, 0] = float("-inf")
