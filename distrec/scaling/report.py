@@ -115,7 +115,7 @@ def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss
             scaling_plot(series, fitted, sweep_dir / "plots" / name, x_title, y_title,
                          title=f"{y_title} vs {x_title}")
             plots.append(name)
-    frontier = _frontier(sweep_dir, ok)
+    frontier = _frontier(sweep_dir, ok, grid_keys)
     if frontier:
         frontier_plot(frontier["curves"], frontier["points"], frontier["fit"], sweep_dir / "plots" / "frontier.png",
                       title="train loss vs compute: compute-optimal frontier")
@@ -126,12 +126,14 @@ def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss
     return {"rows": rows, "fits": fits, "plots": plots}
 
 
-def _frontier(sweep_dir: Path, ok: list[dict]):
+def _frontier(sweep_dir: Path, ok: list[dict], grid_keys: list[str]):
     path = sweep_dir / "curves.parquet"
     if not path.exists() or len(ok) < 2:
         return None
     table = pq.read_table(path).to_pylist()
-    labels = {r["point_id"]: _label(r, [k for k in ("size",) if r.get(k)]) + f" [{r['point_id'][-6:]}]" for r in ok}
+    labels = {r["point_id"]: _label(r, grid_keys) for r in ok}  # one curve per run
+    if len(set(labels.values())) < len(labels):
+        labels = {pid: f"{label} [{pid}]" for pid, label in labels.items()}
     curves = {}
     for c in table:
         if c["flops"] and c["loss"] and c["point_id"] in labels:
@@ -168,7 +170,11 @@ def report_markdown(rows, fits, plots, grid_keys, metric) -> str:
                f"test_recall@{metric.split('@')[-1]}", f"test_{metric}", "fidelity", "wall_s", "status"]
     lines = ["# Sweep report", "", f"{len(ok)} finished, {len(failed)} failed, {len(rows)} points.", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    def order(r):  # by method/backbone, then by the grid values (numbers numerically)
+        values = [r.get(k) for k in (*LABEL_KEYS, *grid_keys)]
+        return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in values]
+
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in sorted(rows, key=order)]
     lines += ["", "## Fits", "", "Saturating power laws (docs/scaling.md); b with its 95% bootstrap interval.", ""]
     for name, per_label in fits.items():
         if not per_label:
