@@ -36,4 +36,5 @@ class EngineConfig:
     num_workers: int = 1  # Ray Train workers; 0 = run in this process without Ray
     cpus_per_worker: float = 0.5  # fractional: Ray Data reading the shards needs CPU left over
     use_gpu: bool = False
+    reader: str = "arrow"  # how Ray workers read the sequences shards: arrow (pyarrow) | ray_data
     max_failures: int = 0  # Ray Train worker-failure retries (resume from last checkpoint)

@@ -62,6 +62,8 @@ def check_engine_config(engine_cfg) -> None:
         raise ConfigError(f"engine.zero_stage={engine_cfg.zero_stage} must be 0, 1, 2 or 3")
     if engine_cfg.kind == "plain" and engine_cfg.num_workers > 0:
         raise ConfigError("engine.kind=plain runs in one process: set engine.num_workers=0 (or use engine=plain)")
+    if engine_cfg.reader not in ("arrow", "ray_data"):
+        raise ConfigError(f"engine.reader='{engine_cfg.reader}' is unknown; choose arrow or ray_data")
     if engine_cfg.offload_params and engine_cfg.zero_stage != 3:
         raise ConfigError("engine.offload_params needs engine.zero_stage=3")
     if engine_cfg.offload_optimizer and engine_cfg.zero_stage == 0:

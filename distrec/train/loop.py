@@ -111,7 +111,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
-    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None}
+    state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
+             "summary": None}
     latest = session.latest_checkpoint()
     if latest is not None:
         state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
@@ -168,24 +169,27 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
             session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
         if step == total_steps:
             state["done"] = True
+        if state["done"]:  # the summary travels in the final checkpoint's state.json
+            state["summary"] = _summary(state, engine, sampler, plan, total_steps, len(index), last_loss,
+                                        train_time, samples, tokens)
         if improved or state["done"] or step % ckpt_every == 0:
             save(step)
     bar.close()
     log.close()
+    return state.get("summary") or {}
 
+
+def _summary(state, engine, sampler, plan, total_steps, train_samples, last_loss, train_time, samples, tokens):
+    """Run summary (collective: every rank calls it). Throughput counts this attempt's steps."""
     rss = all_gather_objects(peak_rss_bytes())
     memory = all_gather_objects(engine.memory_bytes())
-    summary = {
+    return {
         "steps": state["step"], "total_steps": total_steps, "steps_per_epoch": sampler.steps_per_epoch,
         "final_loss": last_loss, "best_step": state["best_step"], f"best_val_{SELECT_METRIC}": state["best_metric"],
-        "valid": state["valid"], "early_stopped": bool(state["done"] and state["step"] < total_steps),
+        "valid": state["valid"], "early_stopped": state["step"] < total_steps,
         "global_batch": plan.global_batch, "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
-        "world_size": world, "train_seconds": train_time,
+        "world_size": plan.world_size, "train_seconds": train_time,
         "samples_per_s": samples / train_time if train_time else None,
         "tokens_per_s": tokens / train_time if train_time else None,
-        "peak_rss_bytes_per_worker": rss, "memory_bytes_per_worker": memory,
-        "train_samples": len(index),
+        "peak_rss_bytes_per_worker": rss, "memory_bytes_per_worker": memory, "train_samples": train_samples,
     }
-    session.report({"summary": summary})
-    return summary
-

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from distrec.train.checkpoint import complete_checkpoints, latest_checkpoint
+from distrec.train.checkpoint import complete_checkpoints, latest_checkpoint, read_state
 from distrec.train.engine import check_engine_config, init_single_process
 from distrec.train.export import export_weights
 from distrec.train.loop import LocalSession, TrainJob, train_loop
@@ -26,12 +26,13 @@ def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None
         if e.kind == "deepspeed":
             init_single_process("nccl" if e.use_gpu else "gloo")
         session = LocalSession(train_dir, job.cfg.train.keep_checkpoints, device)
-        summary = train_loop(job, session, job.data)
+        train_loop(job, session, job.data)
         checkpoints = dict(complete_checkpoints(session.root))
         latest = latest_checkpoint(session.root)
     else:
         from distrec.dist.train import run_ray_training
 
-        summary, latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
+        latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
+    summary = dict(read_state(latest).get("summary") or {})
     summary["model"] = export_weights(train_dir, latest, checkpoints, {**(info or {}), **job.identity})
     return summary

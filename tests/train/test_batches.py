@@ -1,0 +1,87 @@
+"""Training windows, evaluation batches and the world-size-independent sampler."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_eval, collate_train,
+                                  eval_batches, eval_rows)
+from distrec.errors import ConfigError, DataError
+
+
+def table(seqs, valid, test):
+    return pa.table({"user_id": list(range(1, len(seqs) + 1)), "items": seqs, "valid_pos": valid, "test_pos": test})
+
+
+def test_windows_label_all_positions_first_then_only_the_newest():
+    # user 1: training prefix [1..6] (valid 7, test 8); T = 3 -> first window + 2 sliding ones
+    data = SequenceData.from_arrow(table([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]], [6, 1], [7, 2]))
+    index = build_train_index(data, 3)
+    b = collate_train(data, index, np.arange(len(index)), 3)
+    assert b["input_ids"].tolist() == [[1, 2, 3], [2, 3, 4], [3, 4, 5]]  # user 2 has a 1-item prefix: no sample
+    assert b["target_ids"].tolist() == [[2, 3, 4], [0, 0, 5], [0, 0, 6]]
+    assert index.num_labels.tolist() == [3, 1, 1]
+    short = SequenceData.from_arrow(table([[4, 5, 6, 7]], [2], [3]))
+    b = collate_train(short, build_train_index(short, 5), np.array([0]), 5)
+    assert b["input_ids"].tolist() == [[0, 0, 0, 0, 4]] and b["target_ids"].tolist() == [[0, 0, 0, 0, 5]]
+
+
+def test_eval_batches_hold_out_the_target_and_left_pad():
+    data = SequenceData.from_arrow(table([[1, 2, 3, 4, 5]], [3], [4]))
+    rows, pos = eval_rows(data, "test")
+    b = collate_eval(data, rows, pos, 3)
+    assert b["input_ids"].tolist() == [[2, 3, 4]] and b["target"].tolist() == [5]
+    b = collate_eval(data, *eval_rows(data, "valid"), 5)
+    assert b["input_ids"].tolist() == [[0, 0, 1, 2, 3]] and b["target"].tolist() == [4]
+
+
+def test_bad_sequences_are_named():
+    with pytest.raises(DataError, match="valid_pos"):
+        SequenceData.from_arrow(table([[1, 2]], [5], [1]))
+    with pytest.raises(DataError, match="lacks columns"):
+        SequenceData.from_arrow(pa.table({"user_id": [1]}))
+
+
+@pytest.fixture(scope="module")
+def ml100k(prepared):
+    from distrec.artifacts import read_table
+
+    return SequenceData.from_arrow(read_table(prepared / "data" / "sequences"))
+
+
+def test_real_data_windows_never_leak_validation_or_test_items(ml100k):
+    index = build_train_index(ml100k, 50)
+    pairs = np.maximum(ml100k.train_lengths() - 1, 0)
+    assert len(index) == (pairs > 0).sum() + np.maximum(pairs - 50, 0).sum()
+    assert index.num_labels.sum() == pairs.sum()  # every training transition labelled exactly once
+    b = collate_train(ml100k, index, np.arange(len(index)), 50)
+    # the newest target of every window lies inside its user's training prefix
+    assert (index.end < ml100k.train_lengths()[index.user_row]).all()
+    assert int((b["target_ids"] > 0).sum()) == pairs.sum()
+    assert ((b["input_ids"] == 0) <= (b["target_ids"] == 0)).all()  # no label on padding
+
+
+@pytest.mark.parametrize("world,micro", [(2, 32), (4, 8)])
+def test_global_batches_do_not_depend_on_the_worker_count(ml100k, world, micro):
+    index = build_train_index(ml100k, 50)
+    one = TrainSampler(index, 64, 64, 1, 0, seed=3)
+    ranks = [TrainSampler(index, 64, micro, world, r, seed=3) for r in range(world)]
+    for step in (0, 5, one.steps_per_epoch + 1):  # the second epoch is reshuffled
+        (ids, weight), = one.micro_batches(step)
+        parts = [mb for s in ranks for mb in s.micro_batches(step)]
+        assert sorted(np.concatenate([p for p, _ in parts])) == sorted(ids) and weight == 1.0
+        assert sum(w for _, w in parts) == pytest.approx(1.0)
+        # weights are each micro-batch's share of labelled positions
+        p, w = parts[0]
+        assert w == pytest.approx(index.num_labels[p].sum() / index.num_labels[ids].sum())
+    assert not np.array_equal(one.global_batch(0), one.global_batch(one.steps_per_epoch))
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        TrainSampler(index, 10 ** 7, 10 ** 7, 1, 0, seed=0)
+
+
+def test_every_rank_runs_the_same_number_of_eval_batches(ml100k):
+    per_rank = [list(eval_batches(ml100k, "valid", 50, 100, rank=r, world_size=3)) for r in range(3)]
+    assert len({len(p) for p in per_rank}) == 1
+    users = torch.cat([b["user_ids"][:n] for p in per_rank for b, n in p])
+    assert sorted(users.tolist()) == sorted(ml100k.user_ids[ml100k.valid_pos >= 1].tolist())

@@ -1,0 +1,95 @@
+"""The in-process engines (no Ray): plain == DeepSpeed, exact resume, export, refusals.
+
+These use the real `distrec train` stage on real ml-100k; DeepSpeed runs in a one-process gloo group.
+"""
+
+import shutil
+
+import pytest
+import torch
+
+from distrec.errors import ConfigError, DataError
+from distrec.train.checkpoint import complete_checkpoints
+from train_helpers import losses, rows, train
+
+
+@pytest.fixture(scope="module")
+def runs(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engine")
+    plain = train(prepared, out / "plain", "engine=plain")
+    ds = train(prepared, out / "ds", "engine=local", "train.checkpoint_every=4")
+    return out, plain, ds
+
+
+def test_plain_and_deepspeed_give_the_same_losses(runs):
+    out, plain, ds = runs
+    a, b = losses(out / "plain"), losses(out / "ds")
+    assert len(a) == len(b) == 12
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    assert a[-1] < a[0]  # it learns
+    assert rows(out / "plain", "valid")[-1]["ndcg@10"] == pytest.approx(rows(out / "ds", "valid")[-1]["ndcg@10"])
+
+
+def test_stopped_and_resumed_run_ends_like_an_uninterrupted_one(runs, prepared):
+    out, _, ds = runs
+    full = logged(out / "ds")
+    weights = torch.load(out / "ds" / "weights" / "last.pt")
+    # "stop" after the checkpoint at step 4: what a crash there would leave behind
+    for step, d in complete_checkpoints(out / "ds" / "checkpoints"):
+        if step > 4:
+            shutil.rmtree(d)
+    for name in ("weights", "manifest.json", "model.json"):
+        shutil.rmtree(out / "ds" / name, ignore_errors=True) if name == "weights" else (out / "ds" / name).unlink()
+    resumed = train(prepared, out / "ds", "engine=local", "train.checkpoint_every=4")
+    assert logged(out / "ds") == full
+    assert resumed["final_loss"] == ds["final_loss"] and resumed["steps"] == 12
+    again = torch.load(out / "ds" / "weights" / "last.pt")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def logged(train_dir):
+    """Everything logged but the timings."""
+    drop = ("samples_per_s", "tokens_per_s")
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows(train_dir, "train") + rows(train_dir, "valid")]
+
+
+def test_exported_model_loads_and_recommends(runs):
+    from distrec.train.export import load_trained_model
+
+    out, _, ds = runs
+    model, info = load_trained_model(out / "ds", "best")
+    assert info["best_step"] == ds["best_step"] and info["num_items"] == 1682
+    batch = {"input_ids": torch.tensor([[0, 0, 3, 5]]), "user_ids": torch.tensor([1])}
+    ids, scores = model.recommend(batch, 10)
+    assert ids.shape == (1, 10) and (ids > 0).all()
+
+
+def test_a_checkpoint_of_another_model_is_refused(runs, prepared):
+    out, _, _ = runs
+    with pytest.raises(ConfigError, match="different model"):
+        train(prepared, out / "ds", "engine=local", "train.checkpoint_every=4", "model.d_model=48")
+    with pytest.raises(ConfigError, match="train.resume=false"):
+        train(prepared, out / "ds", "engine=local", "train.resume=false")
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, prepared, tmp_path):
+    out, _, _ = runs
+    run_dir = tmp_path / "corrupt"
+    shutil.copytree(out / "ds", run_dir)
+    _, latest = complete_checkpoints(run_dir / "checkpoints")[-1]
+    for f in (latest / "engine").iterdir():
+        f.write_bytes(f.read_bytes()[:100])
+    before = (run_dir / "weights" / "best.pt").read_bytes()
+    with pytest.raises(DataError, match="cannot be loaded"):
+        train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")
+    assert (run_dir / "weights" / "best.pt").read_bytes() == before
+
+
+def test_half_written_checkpoints_are_ignored(runs, tmp_path):
+    out, _, _ = runs
+    root = tmp_path / "checkpoints"
+    shutil.copytree(out / "ds" / "checkpoints", root)
+    latest_step, latest = complete_checkpoints(root)[-1]
+    (latest / "COMPLETE").unlink()  # as if the process died before marking it
+    (root / ".step-99.tmp").mkdir()
+    assert complete_checkpoints(root)[-1][0] < latest_step
