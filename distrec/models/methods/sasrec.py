@@ -112,7 +112,8 @@ class SASRec(nn.Module):
                 scores = hidden.float() @ weight.float().t()
         else:
             scores = (hidden @ weight.t()).float()
-        scores = scores / self.temperature
+        if self.temperature != 1.0:
+            scores = scores / self.temperature
         scores[:, 0] = float("-inf")
         return scores
 

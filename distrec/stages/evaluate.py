@@ -1,0 +1,125 @@
+"""`distrec evaluate`: trained model + prepared data (+ SID table) -> eval/.
+
+    eval/metrics.json    metrics (Recall/NDCG@K, MRR, invalid-ID rate, coverage, latency), the
+                         evaluation protocol, the evaluated model, timings
+    eval/predictions/    parquet: user_id, target, rank, items (top-K ids), scores
+    eval/manifest.json
+
+Full-catalog ranking of the held-out item of every user with a target in `eval.split`
+(protocol: distrec/eval/protocol.py, docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from distrec.artifacts import Timer, dir_hash, read_json, staged_output, write_json, write_manifest, write_table
+from distrec.errors import ConfigError
+from distrec.eval.protocol import EvalProtocol
+
+log = logging.getLogger("distrec.evaluate")
+
+
+def _load_sid_table(cfg, info: dict):
+    """The SID table at `paths.sids` when the model uses one (its hash is checked on loading)."""
+    if not info.get("sid_hash"):
+        return None
+    from distrec.tokenize.sid_table import SIDTable
+
+    path = Path(cfg.paths.sids)
+    return SIDTable.load(path if path.exists() else info["sids_dir"])
+
+
+def _check_same_data(info: dict, data_hash: str, num_items: int, cfg) -> None:
+    where = Path(cfg.paths.train) / "model.json"
+    if info.get("num_items") != num_items:
+        raise ConfigError(f"{where}: the model was trained on {info.get('num_items')} items but {cfg.paths.data} "
+                          f"has {num_items}; evaluate on the prepared data it was trained on (paths.data)")
+    if info.get("data_hash") and info["data_hash"] != data_hash:
+        raise ConfigError(f"{where}: the model was trained on prepared data {info['data_hash']} but "
+                          f"{cfg.paths.data} is {data_hash}; set paths.data to the data it was trained on")
+
+
+def run(cfg) -> dict:
+    import torch
+
+    from distrec.data.batches import SequenceData, eval_batches, eval_rows
+    from distrec.data.dataset import load_prepared
+    from distrec.eval.evaluator import evaluate
+    from distrec.train.export import load_trained_model
+
+    timer = Timer()
+    train_dir = Path(cfg.paths.train)
+    protocol_check = EvalProtocol.from_config(cfg)  # bad eval.* values fail before any loading
+    with timer("load"):
+        info = read_json(train_dir / "model.json")
+        sid_table = _load_sid_table(cfg, info)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, info = load_trained_model(train_dir, str(cfg.eval.checkpoint), sid_table=sid_table, device=device)
+        data = load_prepared(cfg.paths.data)
+        data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
+        _check_same_data(info, data_hash, data.num_items, cfg)
+        sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
+    protocol = EvalProtocol(**{**protocol_check.to_dict(), "data_hash": data_hash, "sid_hash": info.get("sid_hash")})
+
+    max_history = int(info["model"]["max_history"])
+    users = len(eval_rows(sequences, protocol.split)[0])
+    if protocol.max_users is not None:
+        users = min(users, protocol.max_users)
+    if users == 0:
+        raise ConfigError(f"{cfg.paths.data}: no user has a '{protocol.split}' target; "
+                          "check data.split or choose eval.split=valid|test")
+    batch_size = int(cfg.eval.batch_size)
+    batches = eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users)
+    with timer("evaluate"):
+        result = evaluate(model, batches, ks=protocol.ks, num_items=data.num_items,
+                          filter_history=protocol.filter_history, keep_predictions=True,
+                          precision=cfg.engine.precision, progress=cfg.progress, total=-(-users // batch_size))
+    metrics = result.metrics.result()
+
+    report = {
+        "metrics": metrics,
+        "protocol": protocol.to_dict(),
+        "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint),
+                  "best_step": info.get("best_step"), "last_step": info.get("last_step"),
+                  "best_val_ndcg@10": info.get("best_val_ndcg@10"), "params": info.get("params"),
+                  "model_hash": info.get("model_hash"), "train_dir": str(train_dir.resolve())},
+        "device": device,
+        "precision": cfg.engine.precision,
+    }
+    with staged_output(cfg.paths.eval) as out:
+        write_table(_predictions_table(result.predictions), out / "predictions")
+        report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
+        write_json(out / "metrics.json", report)
+        write_manifest(out, stage="evaluate", config=cfg, timings=timer.phases,
+                       inputs={"data": data_hash, "sids": info.get("sid_hash"), "model": info.get("model_hash")},
+                       counts={"users": metrics["users"]})
+    print(metrics_table(report))
+    return report
+
+
+def _predictions_table(p: dict) -> pa.Table:
+    return pa.table({
+        "user_id": pa.array(p["user_id"], pa.int64()),
+        "target": pa.array(p["target"], pa.int64()),
+        "rank": pa.array(p["rank"], pa.int64()),  # conservative 0-based rank; max(ks)+1 = not in the list
+        "items": pa.array(p["items"], pa.list_(pa.int64())),
+        "scores": pa.array([np.asarray(s, np.float32) for s in p["scores"]], pa.list_(pa.float32())),
+    })
+
+
+def metrics_table(report: dict) -> str:
+    m, p = report["metrics"], report["protocol"]
+    ks = p["ks"]
+    lines = [f"evaluate {report['model']['method']} on {p['dataset']} [{p['split']}], {m['users']} users, "
+             f"{p['ranking']}, {p['ties']} ties, weights: {report['model']['weights']}",
+             " " * 10 + "".join(f"{'@' + str(k):>9}" for k in ks)]
+    for name in ("recall", "ndcg", "coverage"):
+        lines.append(f"  {name:<8}" + "".join(f"{m[f'{name}@{k}']:9.4f}" for k in ks))
+    lines.append(f"  mrr@{ks[-1]} {m[f'mrr@{ks[-1]}']:.4f}   invalid ids {m['invalid_id_rate']:.4f}   "
+                 f"latency {m['latency_ms_per_user']:.3f} ms/user")
+    return "\n".join(lines)
