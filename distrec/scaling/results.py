@@ -3,7 +3,8 @@
     train/manifest.json   resolved config + the run summary (steps, train seconds, tokens/s)
     train/metrics.jsonl   train rows (step, loss, tokens_per_s) and valid rows (ndcg@10, ...)
     train/weights/*.pt    the trained model, loaded to count its parameters
-    eval/metrics.json     test metrics (recall@K, ndcg@K, fidelity for ACERec)
+    eval/metrics.json     test metrics (recall@K, ndcg@K; `fidelity` for ACERec, else measured
+                          here with the model's own `fidelity(item_ids)`)
 
 What a run does not record stays null and is named in the row's `notes`, never guessed silently.
 """
@@ -47,16 +48,24 @@ def eval_metrics(eval_dir: Path) -> dict:
     return {}
 
 
-def output_size(model, method_cfg: dict, num_items: int) -> int:
-    """Scores computed per token by the output layer (the 2*d*V_out term of the FLOP count)."""
+def output_size(model, method_cfg: dict, num_items: int, info: dict, notes: list[str]) -> int:
+    """Scores computed per token by the output layer (the 2*d*V_out term of the FLOP count): what
+    the model declares (`output_size`), else the catalog / negatives for item-ID methods, else the
+    SID vocabulary for semantic-ID methods."""
+    from distrec.stages.run import ID_ONLY_METHODS
+
     declared = getattr(model, "output_size", None)
     if declared is not None:
         return int(declared() if callable(declared) else declared)
-    if method_cfg.get("loss") == "sampled_softmax":
-        return int(method_cfg.get("num_negatives", 0)) + 1
-    if method_cfg.get("loss") == "bce":
-        return 2
-    return int(num_items)  # full softmax over the catalog
+    if method_cfg.get("name") in ID_ONLY_METHODS:
+        if method_cfg.get("loss") == "sampled_softmax":
+            return int(method_cfg.get("num_negatives", 0)) + 1
+        return 2 if method_cfg.get("loss") == "bce" else int(num_items)
+    meta = Path(str(info.get("sids_dir"))) / "sid_meta.json"
+    if meta.exists():
+        return int(read_json(meta).get("vocab_size", 0))
+    notes.append("output layer size unknown: FLOPs leave out the output term")
+    return 0
 
 
 def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
@@ -77,8 +86,9 @@ def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
     dims = resolve_dims(OmegaConf.create(config["model"]))
     layers = dims.n_layers + (dims.n_decoder_layers if dims.backbone == "t5" else 0)
     num_items = int(_find(info, "num_items") or getattr(model, "num_items", 0) or 0)
-    out = output_size(model, config.get("method", {}), num_items)
+    out = output_size(model, config.get("method", {}), num_items, info, notes)
     return {
+        "model_fidelity": model_fidelity(model, num_items),
         "params_total": counts.total, "params_embedding": counts.embedding,
         "params_non_embedding": counts.non_embedding,
         "d_model": dims.d_model, "n_layers": layers, "num_items": num_items or None,
@@ -97,6 +107,17 @@ def tokens_seen(train_rows: list[dict], steps, global_batch) -> float | None:
     if not ratios or not steps or not global_batch:
         return None
     return float(sum(ratios) / len(ratios) * global_batch * steps)
+
+
+def model_fidelity(model, num_items: int, max_items: int = 10_000):
+    """ACERec's compressor fidelity (`model.fidelity(item_ids)`, 1 = lossless) over the first
+    `max_items` items, for runs whose eval/metrics.json does not carry it; null for other models."""
+    if not callable(getattr(model, "fidelity", None)) or not num_items:
+        return None
+    import torch
+
+    value = model.fidelity(torch.arange(1, min(num_items, max_items) + 1))
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
@@ -141,7 +162,8 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
     row.update({f"test_{k}": float(v) for k, v in metrics.items()
                 if str(k).startswith(METRIC_PREFIXES) and isinstance(v, (int, float))})
     fidelity = metrics.get("fidelity", _find(read_json(eval_dir / "metrics.json"), "fidelity"))
-    row["fidelity"] = float(fidelity) if isinstance(fidelity, (int, float)) else None
+    measured = row.pop("model_fidelity", None)
+    row["fidelity"] = float(fidelity) if isinstance(fidelity, (int, float)) else measured
     row["loss"] = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]
     row["notes"] = "; ".join(notes) or None
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
