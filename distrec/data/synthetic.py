@@ -17,6 +17,7 @@ data depend on the seed only, not on how it is sharded.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 from pathlib import Path
@@ -189,10 +190,8 @@ def generate(cfg, out: Path) -> Path:
         with timer("items"):
             bounds = np.linspace(0, syn.num_items, item_shards + 1).astype(np.int64)
             for shard in tqdm(range(item_shards), desc="synthetic items", disable=not cfg.progress):
-                table = catalog.items_shard(int(bounds[shard]), int(bounds[shard + 1]), cfg.seed)
-                write_shard(table, tmp / "items", shard)
-                write_shard(pa.table({"item_id": table.column("item_id"), "source_id": table.column("raw_id"),
-                                      "raw_id": table.column("raw_id")}), tmp / "maps" / "items", shard)
+                write_items_shard(catalog.items_shard(int(bounds[shard]), int(bounds[shard + 1]), cfg.seed), tmp, shard)
+                release_memory()
             for name, values in catalog.vocabularies().items():
                 write_table(pa.table({"value": pa.array(values, pa.string()),
                                       "id": pa.array(np.arange(1, len(values) + 1))}), tmp / "maps" / name)
@@ -216,9 +215,57 @@ def generate(cfg, out: Path) -> Path:
     return out
 
 
+def write_items_shard(table: pa.Table, tmp: Path, shard: int) -> None:
+    write_shard(table, tmp / "items", shard)
+    write_shard(pa.table({"item_id": table.column("item_id"), "source_id": table.column("raw_id"),
+                          "raw_id": table.column("raw_id")}), tmp / "maps" / "items", shard)
+
+
 def write_shard(table: pa.Table, directory: Path, shard: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, directory / f"part-{shard:05d}.parquet")
+
+
+def release_memory() -> None:
+    """Hand freed shard buffers back to the OS. Without it glibc keeps them (its mmap threshold grows
+    after the first large free) and peak RSS creeps up shard after shard on 10M-item catalogs."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def sequences_shard(catalog: Catalog, users: np.ndarray, first_id: int, cfg, cuts) -> tuple[pa.Table, int]:
+    """The sequences table of one batch of users (ids from `first_id`), split; and how many
+    interactions the temporal split cut. Its own function so the batch's arrays die on return."""
+    syn = cfg.data.synthetic
+    lengths, items, times = catalog.user_batch(users, cfg.seed)
+    mask = np.arange(syn.max_length) < lengths[:, None]
+    flat_items, flat_times = items[mask], times[mask]
+    offsets = np.r_[0, np.cumsum(lengths)]
+    cut = 0
+    if cuts is None:
+        valid, test = splits.leave_one_out(lengths)
+    else:
+        valid, test, keep, _ = splits.temporal(offsets, flat_times, *cuts)
+        within = np.arange(len(flat_items)) - np.repeat(offsets[:-1], lengths) < np.repeat(keep, lengths)
+        cut = int((~within).sum())
+        flat_items, flat_times = flat_items[within], flat_times[within]
+        nonempty = keep > 0
+        lengths, valid, test = keep[nonempty], valid[nonempty], test[nonempty]
+        offsets = np.r_[0, np.cumsum(lengths)]
+    user_ids = np.arange(first_id, first_id + len(lengths), dtype=np.int64)
+    columns = {
+        "user_id": pa.array(user_ids),
+        "raw_user_id": pc.cast(pa.array(user_ids), pa.string()),
+        "items": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat_items)),
+    }
+    if syn.timestamps:
+        columns["timestamps"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat_times))
+    columns["valid_pos"] = pa.array(valid.astype(np.int32))
+    columns["test_pos"] = pa.array(test.astype(np.int32))
+    return pa.table(columns), cut
 
 
 def write_sequences(catalog: Catalog, cfg, tmp: Path, user_shards: int) -> dict:
@@ -235,38 +282,19 @@ def write_sequences(catalog: Catalog, cfg, tmp: Path, user_shards: int) -> dict:
     bounds = np.linspace(0, syn.num_users, user_shards + 1).astype(np.int64)
     for shard in tqdm(range(user_shards), desc="synthetic users", disable=not cfg.progress):
         users = np.arange(bounds[shard] + 1, bounds[shard + 1] + 1, dtype=np.int64)
-        lengths, items, times = catalog.user_batch(users, cfg.seed)
-        mask = np.arange(syn.max_length) < lengths[:, None]
-        flat_items, flat_times = items[mask], times[mask]
-        offsets = np.r_[0, np.cumsum(lengths)]
-        if cuts is None:
-            valid, test = splits.leave_one_out(lengths)
-        else:
-            valid, test, keep, _ = splits.temporal(offsets, flat_times, *cuts)
-            within = np.arange(len(flat_items)) - np.repeat(offsets[:-1], lengths) < np.repeat(keep, lengths)
-            dropped_after_target += int((~within).sum())
-            flat_items, flat_times = flat_items[within], flat_times[within]
-            nonempty = keep > 0
-            lengths, valid, test = keep[nonempty], valid[nonempty], test[nonempty]
-            offsets = np.r_[0, np.cumsum(lengths)]
-        user_ids = np.arange(next_user, next_user + len(lengths), dtype=np.int64)
-        next_user += len(lengths)
-        columns = {
-            "user_id": pa.array(user_ids),
-            "raw_user_id": pc.cast(pa.array(user_ids), pa.string()),
-            "items": pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat_items)),
-        }
-        if syn.timestamps:
-            columns["timestamps"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat_times))
-        columns["valid_pos"] = pa.array(valid.astype(np.int32))
-        columns["test_pos"] = pa.array(test.astype(np.int32))
-        write_shard(pa.table(columns), tmp / "sequences", shard)
-        write_shard(pa.table({"user_id": columns["user_id"], "source_id": columns["raw_user_id"],
-                              "raw_user_id": columns["raw_user_id"]}), tmp / "maps" / "users", shard)
+        table, cut = sequences_shard(catalog, users, next_user, cfg, cuts)
+        write_shard(table, tmp / "sequences", shard)
+        write_shard(pa.table({"user_id": table.column("user_id"), "source_id": table.column("raw_user_id"),
+                              "raw_user_id": table.column("raw_user_id")}), tmp / "maps" / "users", shard)
+        lengths = pc.list_value_length(table.column("items")).to_numpy()
+        next_user += table.num_rows
         length_hist += np.bincount(lengths, minlength=syn.max_length + 1)
         interactions += int(lengths.sum())
-        valid_users += int((valid >= 0).sum())
-        test_users += int((test >= 0).sum())
+        dropped_after_target += cut
+        valid_users += int((table.column("valid_pos").to_numpy() >= 0).sum())
+        test_users += int((table.column("test_pos").to_numpy() >= 0).sum())
+        del table  # before the next batch is generated
+        release_memory()
     users = next_user - 1
     split = {"kind": data.split, "counts": {"users": users, "valid_users": valid_users, "test_users": test_users},
              "train_prefix": "items[:valid_pos]; all items when valid_pos = -1 (then test_pos = -1 too)"}
