@@ -95,6 +95,8 @@ class HSTU(nn.Module):
     ([T] or [B,T]) feed the learned absolute embedding and the relative position bias.
     """
 
+    uses_timestamps = True  # methods pass `timestamps=` only to backbones that take them
+
     def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.2, max_len: int = 200,
                  num_time_buckets: int = 128, attn_dim: int | None = None, linear_dim: int | None = None,
                  kernel: str = "pytorch", abs_positions: bool = True, causal: bool = True):

@@ -36,6 +36,8 @@ class TransformerDecoder(nn.Module):
     index, continuing after the cached positions). With `cache` the call appends x's positions.
     """
 
+    uses_timestamps = False
+
     def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float = 0.1,
                  max_len: int = 512, head_dim: int | None = None, causal: bool = True, abs_positions: bool = True):
         super().__init__()
