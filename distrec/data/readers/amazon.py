@@ -22,7 +22,11 @@ def read(cfg, errors: RowErrors) -> RawData:
     root = require(cfg.path, "dataset folder")
     raw = RawData()
     v2023 = cfg.format == "amazon2023"
-    reviews = find(root, [cfg.files.get("reviews", "[!m]*.jsonl" if v2023 else "reviews_*.json")], "reviews file")
+    if "reviews" in cfg.files or not v2023:
+        reviews = find(root, [cfg.files.get("reviews", "reviews_*.json")], "reviews file")
+    else:  # 2023 reviews are named by category alone: the .jsonl file that is not meta_*
+        found = sorted(p for p in root.glob("*.jsonl*") if not p.name.startswith("meta_"))
+        reviews = found[0] if found else find(root, ["<Category>.jsonl"], "reviews file")
     meta = find(root, [cfg.files.get("meta", "meta_*.jsonl" if v2023 else "meta_*.json")], "metadata file",
                 required=False)
     if meta is not None:
