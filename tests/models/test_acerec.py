@@ -2,23 +2,25 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from distrec.models.backbones import TransformerDecoder
 from distrec.models.methods.acerec import ACERec, acerec_mask
+from distrec.tokenize.sid_table import SIDTable
 
 N_ITEMS, M_DIGITS, CODEBOOK, D, K = 40, 8, 16, 32, 2
 
 
 def make(**kw):
     torch.manual_seed(0)
-    codes = torch.randint(0, CODEBOOK, (N_ITEMS + 1, M_DIGITS))
-    codes[0] = -1
+    codes = np.random.default_rng(0).integers(0, CODEBOOK, (N_ITEMS, M_DIGITS))
+    table = SIDTable.from_codes(np.arange(1, N_ITEMS + 1), codes, [CODEBOOK] * M_DIGITS)
     width = K + (kw.get("intent", "summary") != "none")
     backbone = TransformerDecoder(D, 1, 2, 64, 0.0, max_len=6 * width)
     counts = torch.arange(N_ITEMS + 1, dtype=torch.float)
-    return ACERec(codes, CODEBOOK, backbone, D, 2, k=K, item_counts=counts, **kw)
+    return ACERec(table, backbone, D, 2, k=K, item_counts=counts, **kw)
 
 
 def batch(B=3, L=6):
@@ -51,6 +53,7 @@ def test_merger_shapes_and_gradients():
     assert tokens.shape == (3, M_DIGITS, D) and summary.shape == (3, D) and latents.shape == (3, K, D)
     latents.sum().backward()
     assert model.merger.query_base.grad.abs().sum() > 0
+    assert torch.isfinite(latents).all()
     assert model.token_emb.weight.grad.abs().sum() > 0
 
 
@@ -69,7 +72,8 @@ def test_holistic_scoring_equals_brute_force_sum():
     b = batch()
     ids, scores = model.recommend(b, k=N_ITEMS)
     logp = model.digit_logprobs(b)
-    brute = torch.stack([logp[:, torch.arange(M_DIGITS), model.codes[i]].sum(-1) for i in range(1, N_ITEMS + 1)], 1)
+    codes = model.sid.codes
+    brute = torch.stack([logp[:, torch.arange(M_DIGITS), codes[i]].sum(-1) for i in range(1, N_ITEMS + 1)], 1)
     expect_scores, expect_pos = brute.topk(N_ITEMS, dim=1)
     torch.testing.assert_close(scores, expect_scores, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(brute.gather(1, ids - 1), expect_scores, rtol=1e-5, atol=1e-4)
@@ -117,3 +121,10 @@ def test_loss_decreases_when_training():
         model(b)["loss"].backward()
         opt.step()
     assert model(b)["loss"].item() < 0.7 * first
+
+
+def test_extra_left_padding_changes_nothing():
+    model = make().eval()
+    b = batch()
+    padded = {**b, "input_ids": torch.nn.functional.pad(b["input_ids"], (4, 0))}
+    torch.testing.assert_close(model.digit_logprobs(b), model.digit_logprobs(padded))

@@ -21,8 +21,7 @@ def sid_table(num_items=30, sizes=(4, 4), seed=0):
 def make(table, **kw):
     torch.manual_seed(0)
     backbone = TransformerDecoder(D, 1, 2, 32, 0.0, max_len=8)
-    return IntRR(torch.as_tensor(table.codes), list(table.codebook_sizes), table.trie().children, backbone, D,
-                 uid_dim=8, hidden=32, **kw)
+    return IntRR(table, backbone, D, uid_dim=8, hidden=32, **kw)
 
 
 def batch(num_items=30, B=4, T=6):
@@ -67,9 +66,9 @@ def test_rec_loss_is_sum_of_level_cross_entropies():
     model = make(table)
     b = batch()
     out = model(b)
-    states, _, _ = model.encode(b)
-    labelled = b["target_ids"] > 0
-    path = model.codes[b["target_ids"][labelled]]
+    states, targets, _, _ = model.encode(b)
+    labelled = targets > 0
+    path = model.sid.codes[targets[labelled]]
     _, logits = model.ran.walk(states[labelled], path)
     expect = sum(F.cross_entropy(lg, path[:, i]) for i, lg in enumerate(logits))
     torch.testing.assert_close(out["loss"], expect)
@@ -109,3 +108,11 @@ def test_training_reduces_loss():
         model(b)["loss"].backward()
         opt.step()
     assert model(b)["loss"].item() < 0.7 * first
+
+
+def test_extra_left_padding_changes_nothing():
+    model = make(sid_table()).eval()
+    b = batch()
+    padded = {k: torch.nn.functional.pad(v, (3, 0)) if v.dim() == 2 else v for k, v in b.items()}
+    torch.testing.assert_close(model(b)["loss"], model(padded)["loss"])
+    assert torch.equal(model.recommend(b, 5)[0], model.recommend(padded, 5)[0])

@@ -24,6 +24,8 @@ from torch import nn
 from distrec.decoding.scoring import holistic_topk
 from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
+from distrec.models.methods.rpg import DigitHeads
+from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
 
 MERGERS = ("atm", "mean", "mlp", "conv")
@@ -114,19 +116,6 @@ class ReconDecoder(nn.Module):
         return self.out(rec)
 
 
-class ResidualHead(nn.Module):
-    """RPG's per-digit head: x + SiLU(W x), W zero-initialised (identity at start)."""
-
-    def __init__(self, d: int):
-        super().__init__()
-        self.proj = nn.Linear(d, d)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def forward(self, x):
-        return x + F.silu(self.proj(x))
-
-
 def acerec_mask(num_blocks: int, k: int, intent: bool, device=None) -> torch.Tensor:
     """Block-causal `allowed` [T, T] over blocks of k latents (+1 intent slot).
 
@@ -144,7 +133,7 @@ def acerec_mask(num_blocks: int, k: int, intent: bool, device=None) -> torch.Ten
 
 
 class ACERec(nn.Module):
-    def __init__(self, codes: torch.Tensor, codebook_size: int, backbone: nn.Module, d_model: int, n_heads: int,
+    def __init__(self, sid_table, backbone: nn.Module, d_model: int, n_heads: int,
                  k: int = 4, merger: str = "atm", intent: str = "summary", gamma: float = 0.03,
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
                  item_counts=None, loss_positions: str = "all", score_chunk: int = 8192):
@@ -155,14 +144,16 @@ class ACERec(nn.Module):
             raise ConfigError(f"method.acerec.intent='{intent}'; choose one of {list(INTENTS)}")
         if loss_positions not in ("all", "last"):
             raise ConfigError(f"method.acerec.loss_positions='{loss_positions}'; choose 'all' or 'last'")
-        self.m, self.M, self.k, self.d = codes.shape[1], codebook_size, k, d_model
+        if len(set(sid_table.codebook_sizes)) != 1:
+            raise ConfigError(f"method=acerec needs one codebook size for every digit (tokenizer=opq), "
+                              f"got {list(sid_table.codebook_sizes)}")
+        # The SID table as buffers (long unordered IDs: no trie); the data pipeline moves item ids only.
+        self.sid = SIDVocab(sid_table, with_trie=False)
+        self.m, self.M, self.k, self.d = self.sid.levels, self.sid.codebook_sizes[0], k, d_model
         self.intent, self.gamma, self.tau = intent, gamma, tau
         self.isa_weight, self.recon_weight = isa_weight, recon_weight
         self.loss_positions, self.score_chunk = loss_positions, score_chunk
-        # Code table as a buffer (row 0 = padding): the data pipeline only moves item ids.
-        self.register_buffer("codes", codes.clamp(min=0).long(), persistent=False)
-        self.register_buffer("digit_offset", torch.arange(self.m) * codebook_size, persistent=False)
-        self.token_emb = nn.Embedding(self.m * codebook_size, d_model)
+        self.token_emb = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)  # digit d code c: offsets[d] + c
         nn.init.normal_(self.token_emb.weight, std=0.02)
         self.sub_pos = nn.Parameter(torch.randn(self.m, d_model) * 0.02)
         self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
@@ -170,10 +161,10 @@ class ACERec(nn.Module):
         self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
         self.slot_emb = nn.Parameter(torch.randn(k + (intent != "none"), d_model) * 0.02)
         self.backbone = backbone
-        self.heads = nn.ModuleList(ResidualHead(d_model) for _ in range(self.m))
+        self.heads = DigitHeads(self.m, d_model)
         self.recon = ReconDecoder(d_model, self.m, n_heads) if recon_weight > 0 else None
         # logQ-style popularity correction of ISA: b_j = beta * log f_j / max log f.
-        counts = torch.as_tensor(item_counts if item_counts is not None else torch.ones(codes.shape[0]), dtype=torch.float)
+        counts = torch.ones(self.sid.num_items + 1) if item_counts is None else torch.as_tensor(item_counts).float()
         log_f = torch.log(counts.clamp(min=1.0))
         self.register_buffer("pop_bias", beta * log_f / log_f.max().clamp(min=1e-6), persistent=False)
 
@@ -185,19 +176,16 @@ class ACERec(nn.Module):
             raise ConfigError("method=acerec needs a SID table (run `distrec tokenize tokenizer=opq` first)")
         dims = resolve_dims(model_cfg)
         a = method_cfg.acerec
-        sids = catalog.sid_table
-        if len(set(sids.codebook_sizes)) != 1:
-            raise ConfigError(f"method=acerec needs one codebook size for every digit, got {sids.codebook_sizes}")
         width = a.k + (a.intent != "none")
         backbone = build_backbone(model_cfg, max_len=dims.max_history * width)
-        return cls(torch.as_tensor(sids.codes), sids.codebook_sizes[0], backbone, dims.d_model, dims.n_heads,
+        return cls(catalog.sid_table, backbone, dims.d_model, dims.n_heads,
                    k=a.k, merger=a.merger, intent=a.intent, gamma=a.gamma, tau=a.tau, beta=a.beta,
                    isa_weight=a.isa_weight, recon_weight=a.recon_weight, item_counts=catalog.item_counts,
                    loss_positions=a.loss_positions)
 
     def item_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings of items [..., m, d] (digit-specific: id = digit * M + code)."""
-        return self.token_emb(self.codes[item_ids] + self.digit_offset)
+        """Token embeddings of items [..., m, d] (each digit has its own codes)."""
+        return self.token_emb(self.sid.item_tokens[item_ids])
 
     def item_summary(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.summary(tokens.mean(-2))
@@ -210,8 +198,8 @@ class ACERec(nn.Module):
         return tokens, summary, latents
 
     def user_states(self, input_ids: torch.Tensor, timestamps=None):
-        """History [B, L] (left-padded) -> user state after each item [B, L, d], plus the latents
-        and tokens of the history items (for the reconstruction loss)."""
+        """History [B, L] (left-padded; pass it trimmed of all-padding columns) -> user state after
+        each item [B, L, d], plus the latents and tokens of the history items (for L_Recon)."""
         B, L = input_ids.shape
         flat = input_ids.reshape(-1)
         tokens, summary, latents = self.encode_items(flat)
@@ -223,9 +211,9 @@ class ACERec(nn.Module):
         blocks = torch.cat(slots, dim=1) + self.slot_emb  # [B*L, width, d]
         width = blocks.shape[1]
         x = blocks.view(B, L * width, self.d)
-        pad = (input_ids == 0).repeat_interleave(width, dim=1)
+        pad = (input_ids == PAD).repeat_interleave(width, dim=1)
         allowed = acerec_mask(L, self.k, self.intent != "none", x.device)
-        kwargs = {}
+        kwargs = {"positions": left_aligned_positions(pad)}
         if timestamps is not None and getattr(self.backbone, "uses_timestamps", False):
             kwargs["timestamps"] = timestamps.repeat_interleave(width, dim=1)
         h = self.backbone(x, mask=allowed, pad=pad, **kwargs).view(B, L, width, self.d)
@@ -234,30 +222,32 @@ class ACERec(nn.Module):
 
     def digit_logits(self, states: torch.Tensor) -> torch.Tensor:
         """states [N, d] -> logits [N, m, M]: cosine to the tied digit token embeddings / gamma."""
-        heads = torch.stack([head(states) for head in self.heads], dim=1)  # [N, m, d]
-        heads = F.normalize(heads.float(), dim=-1)
-        table = F.normalize(self.token_emb.weight.float(), dim=-1).view(self.m, self.M, self.d)
-        return torch.einsum("nmd,mkd->nmk", heads, table) / self.gamma
+        heads = F.normalize(self.heads(states).float(), dim=-1)  # [N, m, d]
+        start = int(self.sid.offsets[0])
+        table = self.token_emb.weight[start:start + self.m * self.M].float().view(self.m, self.M, self.d)
+        return torch.einsum("nmd,mkd->nmk", heads, F.normalize(table, dim=-1)) / self.gamma
 
     # ------------------------------------------------------------------ training
 
     def forward(self, batch):
-        input_ids, target_ids = batch["input_ids"], batch["target_ids"]
-        states, tokens, latents = self.user_states(input_ids, batch.get("timestamps"))
+        extra = (batch["timestamps"],) if "timestamps" in batch else ()
+        input_ids, target_ids, *extra, _ = trim_left_padding(batch["input_ids"], batch["target_ids"], *extra,
+                                                             pad=batch["input_ids"] == PAD)
+        states, tokens, latents = self.user_states(input_ids, extra[0] if extra else None)
         labelled = target_ids > 0
         if self.loss_positions == "last":
             labelled = labelled & (torch.arange(labelled.shape[1], device=labelled.device) == labelled.shape[1] - 1)
         h, targets = states[labelled], target_ids[labelled]  # [N, d], [N]
 
         logits = self.digit_logits(h)
-        mtp = F.cross_entropy(logits.reshape(-1, self.M), self.codes[targets].reshape(-1))
+        mtp = F.cross_entropy(logits.reshape(-1, self.M), self.sid.codes[targets].reshape(-1))
         loss, out = mtp, {"mtp": mtp.detach()}
         if self.isa_weight > 0:
             isa = self.isa_loss(h, targets)
             loss = loss + self.isa_weight * isa
             out["isa"] = isa.detach()
         if self.recon is not None:
-            real = input_ids.reshape(-1) > 0
+            real = input_ids.reshape(-1) != PAD
             rec = self.recon(latents[real])
             recon = 1 - F.cosine_similarity(rec.float(), tokens[real].detach().float(), dim=-1).mean()
             loss = loss + self.recon_weight * recon
@@ -279,14 +269,16 @@ class ACERec(nn.Module):
 
     @torch.no_grad()
     def digit_logprobs(self, batch) -> torch.Tensor:
-        states, _, _ = self.user_states(batch["input_ids"], batch.get("timestamps"))
+        extra = (batch["timestamps"],) if "timestamps" in batch else ()
+        input_ids, *extra, _ = trim_left_padding(batch["input_ids"], *extra, pad=batch["input_ids"] == PAD)
+        states, _, _ = self.user_states(input_ids, extra[0] if extra else None)
         return self.digit_logits(states[:, -1]).log_softmax(-1)  # [B, m, M]
 
     @torch.no_grad()
     def recommend(self, batch, k: int):
         """Holistic scoring: item score = sum over digits of the digit log-probs, top-k over the
         catalog (chunked, so a million-item catalog fits); no beam search."""
-        return holistic_topk(self.digit_logprobs(batch), self.codes, k, self.score_chunk, reduce="sum")
+        return holistic_topk(self.digit_logprobs(batch), self.sid.codes, k, self.score_chunk, reduce="sum")
 
     @torch.no_grad()
     def fidelity(self, item_ids: torch.Tensor) -> float:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distrec.decoding.beam import constrained_beam_search
-from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
+from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
 
 
@@ -79,67 +79,61 @@ class RecursiveAssignmentNetwork(nn.Module):
 
 
 class IntRR(nn.Module):
-    def __init__(self, codes: torch.Tensor, codebook_sizes: list[int], trie_children: list, backbone: nn.Module,
+    def __init__(self, sid_table, backbone: nn.Module,
                  d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
                  learn_temperature: bool = False, align_weight: float = 0.0, item_ground_truth: bool = False,
                  beam_width: int = 20):
         super().__init__()
         self.align_weight, self.item_ground_truth, self.beam_width = align_weight, item_ground_truth, beam_width
-        self.register_buffer("codes", codes.clamp(min=0).long(), persistent=False)
-        for level, table in enumerate(trie_children):
-            self.register_buffer(f"trie_{level}", torch.as_tensor(table, dtype=torch.long), persistent=False)
-        self.uid = nn.Embedding(codes.shape[0], uid_dim, padding_idx=0)
+        self.sid = SIDVocab(sid_table)  # codes + the prefix trie for constrained beam search
+        self.uid = nn.Embedding(self.sid.num_items + 1, uid_dim, padding_idx=PAD)
         nn.init.normal_(self.uid.weight, std=0.02)
         self.uid_proj = nn.Linear(uid_dim, d_model)
-        self.ran = RecursiveAssignmentNetwork(codebook_sizes, d_model, hidden, temperature, learn_temperature)
+        self.ran = RecursiveAssignmentNetwork(self.sid.codebook_sizes, d_model, hidden, temperature, learn_temperature)
         self.backbone = backbone
 
     @classmethod
     def from_config(cls, model_cfg, method_cfg, catalog):
-        if catalog.sid_table is None:
-            raise ConfigError("method=intrr needs a SID table (run `distrec tokenize tokenizer=rq_kmeans_128` first)")
         dims = resolve_dims(model_cfg)
-        cfg, sids = method_cfg.intrr, catalog.sid_table
-        return cls(torch.as_tensor(sids.codes), list(sids.codebook_sizes), sids.trie().children,
-                   build_backbone(model_cfg), dims.d_model, cfg.uid_dim, cfg.hidden, cfg.temperature,
+        cfg = method_cfg.intrr
+        return cls(catalog.sid_table, build_backbone(model_cfg), dims.d_model, cfg.uid_dim, cfg.hidden, cfg.temperature,
                    cfg.learn_temperature, cfg.align_weight, cfg.item_ground_truth, method_cfg.beam_width)
-
-    @property
-    def trie(self) -> list[torch.Tensor]:
-        return [getattr(self, f"trie_{level}") for level in range(self.ran.levels)]
 
     # ------------------------------------------------------------------ item side
 
     def item_tokens(self, item_ids: torch.Tensor):
         """Unique items of the batch -> one token each (the fused RAN embedding) + item-side logits."""
         unique, inverse = torch.unique(item_ids, return_inverse=True)
-        path = self.codes[unique] if self.item_ground_truth else None
+        path = self.sid.codes[unique] if self.item_ground_truth else None
         fused, logits = self.ran.walk(self.uid_proj(self.uid(unique)), path)
         return fused[inverse], unique, logits
 
     def encode(self, batch):
-        """History -> backbone states [B, T, d] (+ the unique items and their item-side logits)."""
-        input_ids = batch["input_ids"]
+        """History -> backbone states [B, T', d] over the columns that are not padding in every row,
+        the trimmed targets, the batch's unique items and their item-side logits."""
+        names = [n for n in ("input_ids", "target_ids", "timestamps") if n in batch]
+        trimmed = dict(zip(names, trim_left_padding(*(batch[n] for n in names), pad=batch["input_ids"] == PAD)))
+        input_ids = trimmed["input_ids"]
         tokens, unique, item_logits = self.item_tokens(input_ids)
-        extra = {}
-        if "timestamps" in batch and getattr(self.backbone, "uses_timestamps", False):
-            extra["timestamps"] = batch["timestamps"]
-        return self.backbone(tokens, pad=input_ids == 0, **extra), unique, item_logits
+        pad = input_ids == PAD
+        extra = {"positions": left_aligned_positions(pad)}
+        if "timestamps" in trimmed and getattr(self.backbone, "uses_timestamps", False):
+            extra["timestamps"] = trimmed["timestamps"]
+        return self.backbone(tokens, pad=pad, **extra), trimmed.get("target_ids"), unique, item_logits
 
     # ------------------------------------------------------------------ training
 
     def forward(self, batch):
-        target_ids = batch["target_ids"]
-        states, unique, item_logits = self.encode(batch)
+        states, target_ids, unique, item_logits = self.encode(batch)
         labelled = target_ids > 0  # every prefix of the history is a training sample
-        h, path = states[labelled], self.codes[target_ids[labelled]]
+        h, path = states[labelled], self.sid.codes[target_ids[labelled]]
         _, user_logits = self.ran.walk(h, path)  # teacher forcing on the target's true path
         rec = sum(F.cross_entropy(logits.float(), path[:, level]) for level, logits in enumerate(user_logits))
         out = {"rec": rec.detach()}
         loss = rec
         if self.align_weight > 0:
             real = unique > 0
-            stage1 = self.codes[unique[real]]
+            stage1 = self.sid.codes[unique[real]]
             aln = sum(F.cross_entropy(logits[real].float(), stage1[:, level]) for level, logits in enumerate(item_logits))
             loss = loss + self.align_weight * aln
             out["aln"] = aln.detach()
@@ -151,7 +145,7 @@ class IntRR(nn.Module):
     @torch.no_grad()
     def recommend(self, batch, k: int):
         """One backbone pass, then beam search over the RAN levels with prefix-validity masking."""
-        states, _, _ = self.encode(batch)
+        states = self.encode(batch)[0]
         rows = {"guide": states[:, -1]}  # the newest position (histories are left-padded)
 
         def step(level, prev_codes):
@@ -162,4 +156,4 @@ class IntRR(nn.Module):
             rows["guide"] = rows["guide"][index]
 
         B = rows["guide"].shape[0]
-        return constrained_beam_search(step, reorder, B, self.trie, max(self.beam_width, k), k)
+        return constrained_beam_search(step, reorder, B, self.sid.trie_children, max(self.beam_width, k), k)
