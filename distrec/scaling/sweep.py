@@ -144,9 +144,9 @@ class PointJob:
 def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], list[PointJob]]:
     """Expand the grid, compose every point's config (typos fail here, before any work), group
     the points by the shared artifacts they need."""
-    from distrec.stages.run import ID_ONLY_METHODS
-
     from omegaconf import OmegaConf
+
+    from distrec.stages.run import ID_ONLY_METHODS
 
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
     given = [a for a in base_args if _top(a) not in RESERVED]
@@ -167,7 +167,8 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
         data_args = [a for a in args if _top(a) in SHARED_PREFIXES]
         key = hashlib.sha1(" ".join(sorted(data_args)).encode()).hexdigest()[:10]
         stages = ["prepare"] if point_cfg.method.name in ID_ONLY_METHODS else ["prepare", "embed", "tokenize"]
-        job = shared.setdefault(key, SharedJob(key, str(sweep_dir / "shared" / key), data_args, [], os.getcwd(),
+        job_args = data_args + [a for a in args if _top(a) in ("cluster", "progress")]  # where, not what
+        job = shared.setdefault(key, SharedJob(key, str(sweep_dir / "shared" / key), job_args, [], os.getcwd(),
                                                sweep["timeout_s"], float(sweep["cpus_per_point"])))
         job.stages = [s for s in SHARED_DIRS if s in job.stages or s in stages]
         pid = point_id(values)
