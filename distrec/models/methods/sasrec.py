@@ -84,9 +84,17 @@ class SASRec(nn.Module):
 
     # ------------------------------------------------------------------ encoder
 
+    def trim(self, input_ids: torch.Tensor) -> int:
+        """Number of leading columns to keep: at most max_history, and no column that is padding in
+        every row (short histories dominate real data; positions count from the right, so dropping
+        all-padding columns changes nothing but the cost)."""
+        T = min(input_ids.shape[1], self.max_history)
+        used = (input_ids[:, -T:] > 0).any(dim=0)
+        return T - int(used.to(torch.int8).argmax()) if bool(used.any()) else 1
+
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Hidden state at every position [B, T, d] of left-padded histories [B, T]."""
-        input_ids = input_ids[:, -self.max_history:]  # keep the newest items
+        """Hidden state at every kept position [B, T', d] of left-padded histories [B, T]."""
+        input_ids = input_ids[:, -self.trim(input_ids):]  # the newest items, no all-padding columns
         T = input_ids.shape[1]
         valid = input_ids > 0
         positions = torch.arange(self.max_history - T, self.max_history, device=input_ids.device)
@@ -120,8 +128,8 @@ class SASRec(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(self, batch: dict) -> dict:
-        input_ids = batch["input_ids"][:, -self.max_history:]
-        target_ids = batch["target_ids"][:, -self.max_history:]
+        T = self.trim(batch["input_ids"])
+        input_ids, target_ids = batch["input_ids"][:, -T:], batch["target_ids"][:, -T:]
         hidden = self.encode(input_ids)
         labelled = target_ids > 0
         h, target = hidden[labelled], target_ids[labelled]  # [N, d], [N]
