@@ -152,12 +152,12 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backbones.json"))
     args = parser.parse_args()
-    min_time = 0.5 if args.quick else 2.0
-    B, T, T_enc, T_dec = (16, 64, 40, 5) if args.quick else (64, 200, 80, 5)
+    min_time = 0.5 if args.quick else 1.0
+    B, T, T_enc, T_dec = (16, 64, 40, 5) if args.quick else (32, 128, 80, 5)
     peak = {"fp32": matmul_rate(torch.float32, min_time), "bf16": matmul_rate(torch.bfloat16, min_time)}
     print(f"matmul 12800x448x1024: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
     training = bench_training(["transformer", "t5", "hstu"], list(SIZES), B, T, T_enc, T_dec, min_time, peak["bf16"])
-    decoding = bench_decoding(B, 50 if args.quick else 200, 5, min_time)
+    decoding = bench_decoding(B, 50 if args.quick else 128, 5, min_time)
     result = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "platform": platform.platform()},
               "matmul_flops_per_s": peak, "training": training, "decoding": decoding,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from distrec.models.backbones.transformer import FeedForward
-from distrec.models.blocks.attention import MultiHeadAttention
+from distrec.models.blocks.attention import MultiHeadAttention, sdpa_mask
 from distrec.models.blocks.cache import KVCache
 from distrec.models.blocks.masks import build_allowed
 
@@ -53,10 +53,10 @@ class T5Block(nn.Module):
         self.ff = FeedForward(d_model, d_ff, dropout, activation=nn.ReLU)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, allowed, bias, cache=None, layer=0, memory=None, memory_allowed=None):
-        x = x + self.drop(self.self_attn(self.norm_self(x), allowed, bias, cache=cache, layer=layer))
+    def forward(self, x, mask, cache=None, layer=0, memory=None, memory_mask=None):
+        x = x + self.drop(self.self_attn(self.norm_self(x), mask, cache=cache, layer=layer))
         if self.cross_attn is not None:
-            x = x + self.drop(self.cross_attn(self.norm_cross(x), memory_allowed, cache=cache, layer=layer, memory=memory))
+            x = x + self.drop(self.cross_attn(self.norm_cross(x), memory_mask, cache=cache, layer=layer, memory=memory))
         return x + self.ff(self.norm_ff(x))
 
 
@@ -84,11 +84,10 @@ class T5EncoderDecoder(nn.Module):
     def encode(self, x, pad=None, mask=None):
         T = x.shape[1]
         pos = torch.arange(T, device=x.device)
-        bias = self.enc_bias(pos, pos)
-        allowed = build_allowed(mask, pad, T, T, x.device, causal=False)
+        attn_mask = sdpa_mask(build_allowed(mask, pad, T, T, x.device, causal=False), self.enc_bias(pos, pos))
         h = self.drop(x)
         for block in self.encoder:
-            h = block(h, allowed, bias)
+            h = block(h, attn_mask)
         return self.drop(self.enc_norm(h))
 
     def decode(self, y, memory, memory_pad=None, cache=None, mask=None, pad=None):
@@ -103,11 +102,11 @@ class T5EncoderDecoder(nn.Module):
             elif "memory_pad" in cache.static:
                 memory_pad = cache.static["memory_pad"]
         bias = self.dec_bias(torch.arange(past, past + T, device=y.device), torch.arange(past + T, device=y.device))
-        allowed = build_allowed(mask, key_pad, T, past + T, y.device, causal=True)
-        memory_allowed = None if memory_pad is None else ~memory_pad[:, None, :]
+        attn_mask = sdpa_mask(build_allowed(mask, key_pad, T, past + T, y.device, causal=True), bias)
+        memory_mask = None if memory_pad is None else sdpa_mask(~memory_pad[:, None, :])
         h = self.drop(y)
         for i, block in enumerate(self.decoder):
-            h = block(h, allowed, bias, cache, i, memory, memory_allowed)
+            h = block(h, attn_mask, cache, i, memory, memory_mask)
         if cache is not None:
             cache.advance(T)
         return self.drop(self.dec_norm(h))

@@ -4,7 +4,7 @@ KV cache for incremental decoding. Input is already embedded: x [B, T, D] -> h [
 import torch
 from torch import nn
 
-from distrec.models.blocks.attention import MultiHeadAttention
+from distrec.models.blocks.attention import MultiHeadAttention, sdpa_mask
 from distrec.models.blocks.cache import KVCache
 from distrec.models.blocks.masks import build_allowed
 
@@ -23,8 +23,8 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, allowed, is_causal, cache, layer):
-        x = x + self.drop(self.attn(self.ln_attn(x), allowed, is_causal=is_causal, cache=cache, layer=layer))
+    def forward(self, x, mask, is_causal, cache, layer):
+        x = x + self.drop(self.attn(self.ln_attn(x), mask, is_causal=is_causal, cache=cache, layer=layer))
         return x + self.ff(self.ln_ff(x))
 
 
@@ -68,10 +68,10 @@ class TransformerDecoder(nn.Module):
             key_pad = key_pad if key_pad.any() else None
         # Fast path: plain causal attention lets SDPA skip building a mask.
         fast = mask is None and key_pad is None and past == 0 and self.causal
-        allowed = None if fast else build_allowed(mask, key_pad, T, past + T, x.device, self.causal)
+        attn_mask = None if fast else sdpa_mask(build_allowed(mask, key_pad, T, past + T, x.device, self.causal))
         h = self.drop(x)
         for i, block in enumerate(self.blocks):
-            h = block(h, allowed, fast, cache, i)
+            h = block(h, attn_mask, fast, cache, i)
         if cache is not None:
             cache.advance(T)
         return self.ln_out(h)

@@ -8,17 +8,21 @@ from torch import nn
 from distrec.models.blocks.masks import no_empty_rows
 
 
-def attend(q, k, v, allowed=None, bias=None, dropout_p=0.0, is_causal=False):
-    """q [B,H,Tq,d], k/v [B,H,Tk,d]; allowed [B|1,Tq,Tk] bool; bias [B|1,H,Tq,Tk] float."""
-    mask = None
+def sdpa_mask(allowed=None, bias=None, dtype=torch.float32):
+    """The `attn_mask` for SDPA, built once per forward and shared by the layers: None, a bool
+    [B|1, 1, Tq, Tk] from `allowed` [B|1, Tq, Tk], or `bias` [B|1, H, Tq, Tk] with -inf where not allowed."""
     if allowed is not None:
         allowed = no_empty_rows(allowed).unsqueeze(1)
-    if bias is not None:
-        mask = bias.to(q.dtype)
-        if allowed is not None:
-            mask = mask.masked_fill(~allowed, float("-inf"))
-    elif allowed is not None:
-        mask = allowed
+    if bias is None:
+        return allowed
+    bias = bias.to(dtype)
+    return bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
+
+
+def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    """q [B,H,Tq,d], k/v [B,H,Tk,d]; mask from `sdpa_mask` (None with is_causal = plain causal)."""
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal and mask is None)
 
 
@@ -44,7 +48,8 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x, allowed=None, bias=None, is_causal=False, cache=None, layer=0, memory=None):
+    def forward(self, x, mask=None, is_causal=False, cache=None, layer=0, memory=None):
+        """mask: from `sdpa_mask` (bool or additive float); see `attend`."""
         if self.cross:
             q = self._heads(self.q(x))
             names = (f"cross_k{layer}", f"cross_v{layer}")
@@ -59,6 +64,6 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.append(layer, k, v)
         p = self.dropout if self.training else 0.0
-        h = attend(q, k, v, allowed, bias, p, is_causal)
+        h = attend(q, k, v, mask, p, is_causal)
         B, H, T, d = h.shape
         return self.out(h.transpose(1, 2).reshape(B, T, H * d))
