@@ -192,4 +192,5 @@ def _summary(state, engine, sampler, plan, total_steps, train_samples, last_loss
         "samples_per_s": samples / train_time if train_time else None,
         "tokens_per_s": tokens / train_time if train_time else None,
         "peak_rss_bytes_per_worker": rss, "memory_bytes_per_worker": memory, "train_samples": train_samples,
+        "torch_threads": torch.get_num_threads(),
     }

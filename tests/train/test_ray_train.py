@@ -1,0 +1,77 @@
+"""Ray Train + DeepSpeed with real worker processes and gloo: same losses for any worker count,
+ZeRO-3 memory partitioning, recovery from a killed worker, and refusing impossible placements."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from distrec.errors import ConfigError
+from train_helpers import losses, rows, train
+
+pytestmark = [pytest.mark.ray, pytest.mark.distributed]
+
+
+@pytest.fixture(scope="module")
+def ray_runs(prepared, ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ray")
+    runs = {
+        "zero0_1w": train(prepared, out / "zero0_1w", "engine=zero0", "engine.num_workers=1"),
+        "zero2_2w": train(prepared, out / "zero2_2w", "engine=zero2"),
+        "zero3_2w": train(prepared, out / "zero3_2w", "engine=zero3"),
+    }
+    return out, runs
+
+
+def test_one_and_two_workers_give_the_same_losses(ray_runs):
+    out, runs = ray_runs
+    one, two, three = (losses(out / name) for name in ("zero0_1w", "zero2_2w", "zero3_2w"))
+    assert len(one) == len(two) == 12
+    assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
+    assert three == pytest.approx(one, rel=1e-4, abs=1e-5)
+    assert runs["zero2_2w"]["world_size"] == 2 and runs["zero2_2w"]["micro_batch"] == 32
+    # validation ran on both ranks and was reduced over all (200) users
+    assert rows(out / "zero2_2w", "valid")[-1]["users"] == 200
+    assert rows(out / "zero2_2w", "valid")[-1]["ndcg@10"] == pytest.approx(rows(out / "zero0_1w", "valid")[-1]["ndcg@10"])
+
+
+def test_zero3_partitions_parameters_and_optimizer_state(ray_runs):
+    _, runs = ray_runs
+    full = runs["zero0_1w"]["memory_bytes_per_worker"][0]
+    for part in runs["zero3_2w"]["memory_bytes_per_worker"]:
+        assert part["param_bytes"] <= 0.55 * full["param_bytes"]
+        assert part["param_optimizer_bytes"] <= 0.75 * full["param_optimizer_bytes"]
+
+
+def test_a_killed_worker_is_recovered_and_the_run_matches(prepared, ray_local, ray_runs, tmp_path):
+    out, _ = ray_runs
+    run_dir = tmp_path / "ft"
+    killed = []
+
+    def kill_rank1_after_first_checkpoint():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            pid_file = run_dir / "workers" / "rank-1.pid"
+            if pid_file.exists() and list(run_dir.glob("ray/checkpoint_*/state.json")):
+                pid = int(pid_file.read_text())
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_rank1_after_first_checkpoint, daemon=True)
+    killer.start()
+    summary = train(prepared, run_dir, "engine=zero2", "engine.max_failures=1", "train.checkpoint_every=2")
+    killer.join(timeout=1)
+    assert killed, "no worker was killed"
+    assert int((run_dir / "workers" / "rank-1.pid").read_text()) != killed[0]  # a new worker took over
+    assert summary["steps"] == 12
+    assert [r["step"] for r in rows(run_dir)] == list(range(1, 13))
+    assert losses(run_dir) == pytest.approx(losses(out / "zero2_2w"), rel=1e-5, abs=1e-6)
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_refused(prepared, ray_local, tmp_path):
+    with pytest.raises(ConfigError, match="needs 4 CPUs"):
+        train(prepared, tmp_path / "big", "engine=zero2", "engine.num_workers=8")
+    assert not (tmp_path / "big" / "checkpoints").exists()
