@@ -84,14 +84,22 @@ def _series(rows, x_key, y_key, label_keys):
 
 
 def x_axes(rows: list[dict], grid_keys: list[str]) -> dict:
-    """Derived axes plus numeric grid keys (e.g. data.synthetic.num_items); with at least 2 values."""
+    """Derived axes plus numeric grid keys (e.g. data.synthetic.num_items) whose values vary."""
     axes = {}
     for key, (title, drivers) in DERIVED_X.items():
         axes[key] = (title, [k for k in grid_keys if k.split(".")[0] not in drivers])
     for key in grid_keys:
         if all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) for r in rows):
             axes[key] = (key, [k for k in grid_keys if k != key and k.split(".")[0] not in ("model", "train")])
-    return {k: v for k, v in axes.items() if len({r.get(k) for r in rows if r.get(k) is not None}) >= 2}
+    return {k: v for k, v in axes.items() if _spread(rows, k) >= 1.5}
+
+
+def _spread(rows, key) -> float:
+    """max/min of a column's positive values: an axis spanning less than 1.5x has nothing to fit
+    (e.g. tokens seen when only the catalog size changes)."""
+    values = [r.get(key) for r in rows]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+    return max(values) / min(values) if len(set(values)) >= 2 else 1.0
 
 
 def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss_key: str = "loss") -> dict:
