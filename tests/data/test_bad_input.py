@@ -70,9 +70,11 @@ def test_non_existent_path(prepare_in, tmp_path):
 
 
 def test_skip_counts_every_dropped_row(prepare_in, tmp_path):
-    rows = [GOOD[0], "not json", {"user_id": 5}, {"user_id": 6, "items": "oops"}, GOOD[1], GOOD[0]]
+    rows = [GOOD[0], "not json", {"user_id": 5}, {"user_id": 6, "items": "oops"}, GOOD[1], GOOD[0],
+            {"user_id": 7, "items": []}, {"user_id": 8, "items": [1, 2], "timestamps": [1, "x"]}]
     data = prepare_in(*normalised(tmp_path, rows), "data.on_error=skip")
-    assert data.stats["dropped"] == {"malformed_line": 2, "missing_field": 1, "duplicate_user": 1}
+    assert data.stats["dropped"] == {"malformed_line": 3, "missing_field": 1, "duplicate_user": 1,
+                                     "empty_sequence": 1}
     assert sum(data.stats["dropped"].values()) + data.num_users == len(rows)
 
 

@@ -65,6 +65,7 @@ def read_items(path: Path, raw: RawData, errors: RowErrors, categories: str) -> 
 
 
 def read_sequences(path: Path, raw: RawData, errors: RowErrors) -> None:
+    seen: set[str] = set()
     for number, line in lines(path, raw):
         row = parse_json(line, path, number, errors)
         if row is None or missing(row, ("user_id", "items"), path, number, errors):
@@ -74,14 +75,20 @@ def read_sequences(path: Path, raw: RawData, errors: RowErrors) -> None:
         if not isinstance(items, list) or any(not isinstance(i, (int, str)) for i in items):
             errors.bad("malformed_line", "'items' must be a list of item ids", path, number, hint="fix the line")
             continue
-        if any(x is not None and len(x) != len(items) for x in (times, ratings)):
-            errors.bad("malformed_line", "'timestamps'/'ratings' must have one entry per item", path, number,
-                       hint="fix the line")
+        if not items:
+            errors.bad("empty_sequence", f"user_id {user} has no items", path, number,
+                       hint="remove the line or give the user's interactions")
             continue
-        if user in raw.log.user_codes:
+        if any(x is not None and not (isinstance(x, list) and len(x) == len(items)
+                                      and all(isinstance(v, (int, float)) for v in x)) for x in (times, ratings)):
+            errors.bad("malformed_line", "'timestamps'/'ratings' must be lists of numbers, one per item", path,
+                       number, hint="fix the line")
+            continue
+        if user in seen:
             errors.bad("duplicate_user", f"user_id {user} appears twice", path, number,
                        hint="one line per user; merge or remove the duplicate")
             continue
+        seen.add(user)
         if row.get("user_raw") is not None:
             raw.user_raw[user] = str(row["user_raw"])
         items = [str(i) for i in items]
