@@ -1,4 +1,4 @@
-"""The `embed` stage on Ray Data: items shards -> map_batches(fitted embedder) -> embedding shards."""
+"""The `embed` stage on Ray Data: input blocks -> map_batches(fitted embedder) -> embedding shards."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ class _EmbedBatch:
         return embed_table(self.embedder, batch, self.do_normalize)
 
 
-def embed_on_ray(embedder, item_paths: list[Path], out_dir: Path, cfg, cluster=None, progress: bool = True) -> int:
-    """Embed every item with `cfg.num_workers` Ray Data workers; writes out_dir/part-*.parquet.
+def embed_on_ray(embedder, inputs, out_dir: Path, cfg, cluster=None, progress: bool = True) -> int:
+    """Embed the rows of `inputs` (the embedder's input table) with `cfg.num_workers` Ray Data
+    workers, `cfg.num_shards` blocks; writes out_dir/part-*.parquet.
 
     Returns the number of rows written.
     """
@@ -28,7 +29,8 @@ def embed_on_ray(embedder, item_paths: list[Path], out_dir: Path, cfg, cluster=N
     ray = init_ray(cluster)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
-    ds = ray.data.read_parquet([str(p) for p in item_paths])
+    step = -(-inputs.num_rows // max(1, cfg.num_shards))
+    ds = ray.data.from_arrow([inputs.slice(i, step) for i in range(0, inputs.num_rows, step)])
     ds = ds.map_batches(_EmbedBatch, fn_constructor_args=(embedder, cfg.normalize), batch_format="pyarrow",
                         batch_size=cfg.batch_size, concurrency=cfg.num_workers, num_cpus=1)
     raw = Path(out_dir).with_name(Path(out_dir).name + ".ray")

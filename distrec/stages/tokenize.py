@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_json, write_manifest
+from distrec.artifacts import Timer, dir_hash, shard_paths, staged_output, write_json, write_manifest
 from distrec.cluster.kmeans import KMeansWorker, LocalPool
 from distrec.cluster.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
@@ -27,16 +27,13 @@ DEDUP = ("digit", "balanced", "none")
 
 
 def training_items(data_dir: Path) -> np.ndarray:
-    """Item ids that appear in training sequences (items[:valid_pos], or all when valid_pos = -1)."""
-    seq_dir = data_dir / "sequences"
-    if not seq_dir.exists():
-        raise ConfigError(f"tokenizer.train_items=train needs the prepared sequences at {seq_dir}",
-                          )
-    table = read_table(seq_dir, columns=["items", "valid_pos"])
-    seen = []
-    for items, valid in zip(table.column("items").to_pylist(), table.column("valid_pos").to_pylist()):
-        seen.extend(items if valid is None or valid < 0 else items[:valid])
-    return np.unique(np.asarray(seen, dtype=np.int64))
+    """Item ids that appear in some user's training prefix (the prepared split decides)."""
+    from distrec.data.dataset import load_prepared
+
+    if not (data_dir / "sequences").exists():
+        raise ConfigError(f"tokenizer.train_items=train needs the prepared data at {data_dir} "
+                          "(run `distrec prepare`, or set paths.data)")
+    return load_prepared(data_dir).train_item_ids()
 
 
 def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
@@ -97,6 +94,7 @@ def run(cfg):
         if tcfg.method == "rq_kmeans" and tcfg.train_items == "all":
             with timer("fit+encode"):
                 ids, codes, sq_err, sq_norm = streamed_rq_kmeans(q, tcfg, paths, tmp / "checkpoints", cfg.cluster)
+            fit_items = len(ids)
         else:
             with timer("read"):
                 ids, x = VectorShards(paths).read_all()
@@ -104,6 +102,7 @@ def run(cfg):
             if tcfg.train_items == "train":
                 train = x[np.isin(ids, training_items(Path(cfg.paths.data)))]
                 log.info("tokenize: fitting on %d of %d items (seen in training sequences)", len(train), len(x))
+            fit_items = len(train)
             with timer("fit"):
                 q.fit(train)
             with timer("encode"):
@@ -125,6 +124,7 @@ def run(cfg):
             q.save(tmp / "codebooks")
         report = quality_report(codes, q.codebook_sizes, sq_err=sq_err, sq_norm=sq_norm, timings=timer.phases,
                                 dedup=dedup, method=tcfg.method)
+        report["fit_items"] = int(fit_items)
         report["content_hash"] = table.content_hash
         write_json(tmp / "quality.json", report)
         write_manifest(tmp, stage="tokenize", config=cfg, inputs={"embeddings": dir_hash(emb_dir)},

@@ -5,6 +5,35 @@ from typing import Optional
 
 
 @dataclass
+class FAMAEConfig:
+    """embed.method=famae (ReSID): field-aware masked auto-encoder trained with the engine."""
+
+    train_dir: str = "${paths.embeddings}-famae"  # its checkpoints/logs (beside the embed/ artifact)
+    fields: list[str] = field(default_factory=list)  # item fields besides item_id; empty = every non-text field
+    field_weights: dict[str, float] = field(default_factory=dict)  # alpha_k per field (default 1.0)
+    dim: int = 128
+    layers: int = 2
+    heads: int = 4
+    ffn: int = 512
+    dropout: float = 0.1
+    max_history: int = 32  # sliding windows of the history (the paper's max length)
+    negatives: int = 128  # sampled-softmax negatives for vocabularies above sampled_min_vocab
+    sampled_min_vocab: int = 2048
+    numeric_buckets: int = 10  # numeric fields -> quantile buckets
+    epochs: int = 20
+    max_steps: Optional[int] = None
+    global_batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 3  # early stopping on validation Recall/NDCG@10 (all fields of the target masked)
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    val_max_users: Optional[int] = 2000
+    engine: str = "deepspeed"  # deepspeed | plain
+    precision: str = "bf16"
+    num_workers: int = 0  # 0 = train in this process; > 0 = Ray Train workers
+
+
+@dataclass
 class EmbedConfig:
     method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae (see embedders.EMBEDDERS)
     text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories", "description"])
@@ -20,6 +49,7 @@ class EmbedConfig:
     hash_dim: int = 262_144  # method=fields: width of the hashed one-hot space
     num_shards: int = 4  # output parquet shards
     seed: int = 0
+    famae: FAMAEConfig = field(default_factory=FAMAEConfig)  # method=famae
 
 
 @dataclass
@@ -28,6 +58,7 @@ class TokenizerConfig:
     levels: int = 3
     codebook_size: int = 256
     num_subspaces: int = 32  # opq/pq: m digits
+    opq_iters: int = 50  # opq: rotation/PQ alternations (faiss default 50)
     dedup: str = "digit"  # digit (extra disambiguation digit) | balanced (re-assign last level) | none
     train_items: str = "all"  # all | train (fit on items seen in training sequences only, as RPG)
     points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)

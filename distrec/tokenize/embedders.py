@@ -1,7 +1,9 @@
 """Item embedders, keyed by `embed.method`: fit once on the catalog, then transform batches of items.
 
-Every embedder takes and returns Arrow/numpy only, so a fitted embedder can be shipped to Ray Data
-workers (`distrec/dist/embed.py`) and applied per shard, or run in-process.
+An embedder first builds its input table from the prepared data (`inputs(data)`: item_id plus the
+columns it reads, e.g. `text` with categorical ids decoded to names), is fitted once on it, then
+transforms batches of it. Inputs and outputs are Arrow/numpy only, so a fitted embedder can be
+shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or run in-process.
 
 - `tfidf`: TF-IDF over the item's text fields (uni+bigrams, sublinear tf) + truncated SVD. Built in,
   no downloads.
@@ -18,7 +20,6 @@ import importlib
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from distrec.cluster.vectors import vectors_from_arrow
 from distrec.errors import ConfigError, DataError
@@ -28,12 +29,12 @@ EMBEDDERS = {
     "fields": "distrec.tokenize.embedders:FieldsEmbedder",
     "sentence_transformer": "distrec.tokenize.embedders:SentenceTransformerEmbedder",
     "column": "distrec.tokenize.embedders:ColumnEmbedder",
-    "famae": "distrec.tokenize.famae:FAMAEEmbedder",  # ReSID; written by its own issue
+    "famae": "distrec.tokenize.famae_embed:FAMAEEmbedder",  # ReSID
 }
 NOT_FIELDS = {"item_id", "raw_id"}
 
 
-def build_embedder(cfg, field_types: dict | None = None):
+def build_embedder(cfg):
     if cfg.method not in EMBEDDERS:
         raise ConfigError(f"embed.method='{cfg.method}' is unknown; choose one of {sorted(EMBEDDERS)}")
     module, name = EMBEDDERS[cfg.method].split(":")
@@ -41,7 +42,7 @@ def build_embedder(cfg, field_types: dict | None = None):
         cls = getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as e:
         raise ConfigError(f"embed.method='{cfg.method}' is not available in this build ({e})") from None
-    return cls(cfg, field_types or {})
+    return cls(cfg)
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -50,17 +51,17 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
 
 
-def item_texts(items: pa.Table, fields: list[str]) -> list[str]:
-    """One string per item: the text fields joined (list fields joined by spaces; nulls skipped)."""
-    parts = []
-    for name in fields:
-        col = items.column(name)
-        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            col = pc.binary_join(pc.cast(col, pa.list_(pa.string())), " ")
-        parts.append(pc.fill_null(pc.cast(col, pa.string()), ""))
-    if not parts:
-        return [""] * items.num_rows
-    return pc.binary_join_element_wise(*parts, " ").to_pylist()
+def text_inputs(data, fields: list[str]) -> pa.Table:
+    """(item_id, text): the item's text fields joined, categorical ids decoded (PreparedData.item_texts)."""
+    present = [f for f in fields if f in data.items.column_names]
+    if not present:
+        raise ConfigError(f"embed.text_fields={list(fields)}: none is a field of the items "
+                          f"(fields: {sorted(data.fields)})", )
+    texts = data.item_texts(present)
+    if not any(t.strip() for t in texts):
+        raise DataError(f"every item has empty text in {present}", data.directory,
+                        hint="pick other embed.text_fields, or use embed=fields for catalogs without text")
+    return pa.table({"item_id": data.items.column("item_id"), "text": pa.array(texts, pa.string())})
 
 
 def _svd(matrix, dim: int, seed: int, what: str):
@@ -73,36 +74,35 @@ def _svd(matrix, dim: int, seed: int, what: str):
 
 
 class TfidfEmbedder:
-    def __init__(self, cfg, field_types):
+    def __init__(self, cfg):
         self.cfg = cfg
-        self.fields: list[str] = []
 
-    def fit(self, items: pa.Table):
+    def inputs(self, data) -> pa.Table:
+        return text_inputs(data, self.cfg.text_fields)
+
+    def fit(self, inputs: pa.Table):
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        self.fields = [f for f in self.cfg.text_fields if f in items.column_names]
-        if not self.fields:
-            raise ConfigError(f"embed.text_fields={list(self.cfg.text_fields)}: none is a column of items "
-                              f"(columns: {items.column_names})", )
-        texts = item_texts(items, self.fields)
-        if not any(t.strip() for t in texts):
-            raise DataError(f"every item has empty text in {self.fields}",
-                            hint="pick other embed.text_fields, or use embed=fields for catalogs without text")
         self.vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=self.cfg.min_df, ngram_range=(1, 2),
                                           max_features=1 << 18, dtype=np.float32)
-        matrix = self.vectorizer.fit_transform(texts)
+        matrix = self.vectorizer.fit_transform(inputs.column("text").to_pylist())
         self.svd = _svd(matrix, self.cfg.dim, self.cfg.seed, "TF-IDF vocabulary")
         return self
 
-    def transform(self, items: pa.Table) -> np.ndarray:
-        return self.svd.transform(self.vectorizer.transform(item_texts(items, self.fields))).astype(np.float32)
+    def transform(self, inputs: pa.Table) -> np.ndarray:
+        return self.svd.transform(self.vectorizer.transform(inputs.column("text").to_pylist())).astype(np.float32)
 
 
 class FieldsEmbedder:
     """Hashed one-hot of categorical / multi-valued / numeric fields + idf + truncated SVD."""
 
-    def __init__(self, cfg, field_types):
-        self.cfg, self.field_types = cfg, field_types
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def inputs(self, data) -> pa.Table:
+        self.field_types = dict(data.fields)
+        self.kinds = self._kinds(data.items)
+        return data.items.select(["item_id", *self.kinds])
 
     def _kinds(self, items: pa.Table) -> dict[str, str]:
         names = list(self.cfg.fields) or [n for n in items.column_names if n not in NOT_FIELDS
@@ -139,7 +139,7 @@ class FieldsEmbedder:
                 numeric.append(np.nan_to_num((v - self.stats[name][0]) / self.stats[name][1]))
                 continue
             for row, value in enumerate(values):
-                if value is None or (kind == "categorical" and value == 0 and self.field_types.get(name) == "categorical"):
+                if value is None or (value == 0 and self.field_types.get(name, "").endswith("categorical")):
                     continue  # 0 = missing categorical id
                 for v in (value if kind == "multi" else [value]):
                     tokens[row].append(f"{name}={v}")
@@ -151,7 +151,9 @@ class FieldsEmbedder:
     def fit(self, items: pa.Table):
         from sklearn.feature_extraction.text import TfidfTransformer
 
-        self.kinds = self._kinds(items)
+        if not hasattr(self, "kinds"):  # fitted on a bare table (no prepared data): infer the kinds
+            self.field_types = {}
+            self.kinds = self._kinds(items)
         self.stats = {}
         for name, kind in self.kinds.items():
             if kind == "numeric":
@@ -168,7 +170,7 @@ class FieldsEmbedder:
 
 
 class SentenceTransformerEmbedder:
-    def __init__(self, cfg, field_types):
+    def __init__(self, cfg):
         try:
             import sentence_transformers  # noqa: F401
         except ImportError:
@@ -184,33 +186,38 @@ class SentenceTransformerEmbedder:
         self.cfg = cfg
         self.model = None
 
-    def fit(self, items: pa.Table):
-        self.fields = [f for f in self.cfg.text_fields if f in items.column_names]
-        if not self.fields:
-            raise ConfigError(f"embed.text_fields={list(self.cfg.text_fields)}: none is a column of items")
+    def inputs(self, data) -> pa.Table:
+        return text_inputs(data, self.cfg.text_fields)
+
+    def fit(self, inputs: pa.Table):
         return self
 
-    def transform(self, items: pa.Table) -> np.ndarray:
+    def transform(self, inputs: pa.Table) -> np.ndarray:
         from sentence_transformers import SentenceTransformer
 
         if self.model is None:  # loaded lazily so the fitted embedder pickles small to Ray workers
             self.model = SentenceTransformer(self.cfg.model_path, device="cpu", local_files_only=True)
-        return np.asarray(self.model.encode(item_texts(items, self.fields), batch_size=256), dtype=np.float32)
+        texts = inputs.column("text").to_pylist()
+        return np.asarray(self.model.encode(texts, batch_size=256), dtype=np.float32)
 
     def __getstate__(self):
         return {**self.__dict__, "model": None}
 
 
 class ColumnEmbedder:
-    def __init__(self, cfg, field_types):
+    def __init__(self, cfg):
         if not cfg.column:
             raise ConfigError("embed.column is required for embed=column: the items column holding the vectors")
         self.cfg = cfg
 
-    def fit(self, items: pa.Table):
+    def inputs(self, data) -> pa.Table:
+        items = data.items
         if self.cfg.column not in items.column_names:
             raise ConfigError(f"embed.column='{self.cfg.column}' is not a column of items "
                               f"(columns: {items.column_names})")
+        return items.select(["item_id", self.cfg.column])
+
+    def fit(self, inputs: pa.Table):
         return self
 
     def transform(self, items: pa.Table) -> np.ndarray:

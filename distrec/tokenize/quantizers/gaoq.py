@@ -72,6 +72,7 @@ class Plan:
     align: bool = True
     iters: int = 20
     seed: int = 0
+    points_per_centroid: int = 256  # Lloyd steps on a sample of this many points per cluster
 
     def codes_for(self, level: int, centred: np.ndarray) -> np.ndarray:
         if self.align:
@@ -100,7 +101,8 @@ def fit_subtree(x: np.ndarray, centroid: np.ndarray, root_code: int, plan: Plan)
             codes[idx, level - 1] = plan.codes_for(level, sub - mu)
             continue
         k = min(plan.branching[level], len(idx))
-        child_centroids, labels = balanced_kmeans(sub, k, iters=plan.iters, seed=plan.node_seed(prefix))
+        child_centroids, labels = balanced_kmeans(sub, k, iters=plan.iters, seed=plan.node_seed(prefix),
+                                                  points_per_centroid=plan.points_per_centroid)
         child_codes = plan.codes_for(level, child_centroids - mu)
         codes[idx, level - 1] = child_codes[labels]
         for j in range(k):
@@ -157,8 +159,9 @@ class GAOQ(Quantizer):
     align = True
 
     def __init__(self, levels: int = 3, branching: list[int] | None = None, iters: int = 20, seed: int = 0,
-                 num_workers: int = 0, progress: bool = True):
+                 num_workers: int = 0, progress: bool = True, points_per_centroid: int = 256):
         self.levels, self.branching_cfg = levels, list(branching or [])
+        self.points_per_centroid = points_per_centroid
         self.iters, self.seed, self.num_workers, self.progress = iters, seed, num_workers, progress
         self.branching: list[int] = []
         self.anchors: list[np.ndarray] = []
@@ -174,15 +177,23 @@ class GAOQ(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.levels, list(cfg.branching), cfg.kmeans_iters, cfg.seed, cfg.num_workers, progress)
+        return cls(cfg.levels, list(cfg.branching), cfg.kmeans_iters, cfg.seed, cfg.num_workers, progress,
+                   cfg.points_per_centroid)
 
     def _plan(self, dim: int) -> Plan:
         anchors = [np.zeros((0, dim), np.float32)] + [
             make_anchors(dim, b, self.seed + 1000 * level) for level, b in enumerate(self.branching) if level > 0]
-        return Plan(self.branching, anchors, self.align, self.iters, self.seed)
+        return Plan(self.branching, anchors, self.align, self.iters, self.seed, self.points_per_centroid)
 
     # ---- fit
     def fit(self, x):
+        """Single-threaded BLAS throughout (see `fit_subtrees`); Ray workers give the parallelism."""
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self._fit(x)
+
+    def _fit(self, x):
         x = self.check_input(x)
         self.branching = derive_branching(len(x), self.levels, self.branching_cfg)
         self.levels = len(self.branching)
@@ -192,7 +203,8 @@ class GAOQ(Quantizer):
         self.anchors = plan.anchors
         timer = Timer()
         with timer("level0"):
-            self.top_centroids, top = balanced_kmeans(x, self.branching[0], iters=self.iters, seed=self.seed)
+            self.top_centroids, top = balanced_kmeans(x, self.branching[0], iters=self.iters, seed=self.seed,
+                                                      points_per_centroid=self.points_per_centroid)
         jobs = [(c, np.flatnonzero(top == c), self.top_centroids[c]) for c in range(self.branching[0])]
         with timer("subtrees"):
             if self.num_workers > 0:
@@ -281,7 +293,7 @@ class GAOQ(Quantizer):
     # ---- persistence
     def _state(self):
         params = dict(levels=self.levels, branching=self.branching, iters=self.iters, seed=self.seed,
-                      num_workers=self.num_workers, stats=self.stats)
+                      num_workers=self.num_workers, points_per_centroid=self.points_per_centroid, stats=self.stats)
         arrays = {"top_centroids": self.top_centroids, "node_prefixes": self.node_prefixes,
                   "node_centroids": self.node_centroids, "fitted_hashes": self.fitted_hashes,
                   "fitted_codes": self.fitted_codes}

@@ -33,7 +33,7 @@ class PQ(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.num_subspaces, cfg.codebook_size, cfg.seed, progress=progress)
+        return cls(cfg.num_subspaces, cfg.codebook_size, cfg.seed, cfg.opq_iters, progress=progress)
 
     def _rotate(self, x):
         return self.opq.apply_py(x) if self.opq is not None else x
