@@ -47,10 +47,10 @@ def _uniform(rows: list[dict]) -> list[dict]:
     return [{k: r.get(k) for k in keys} for r in rows]
 
 
-def write_tables(sweep_dir: Path) -> list[dict]:
+def write_tables(sweep_dir: Path, only: set[str] | None = None) -> list[dict]:
     """results.parquet (every point) and curves.parquet (finished points), written atomically."""
     sweep_dir = Path(sweep_dir)
-    rows = _uniform(gather_rows(sweep_dir))
+    rows = _uniform(gather_rows(sweep_dir, only))
     _write(pa.Table.from_pylist(rows), sweep_dir / "results.parquet")
     curves = [c for r in rows if r.get("status") == "ok" for c in curve(r["run_dir"], r)]
     if curves:
@@ -102,12 +102,13 @@ def _spread(rows, key) -> float:
     return max(values) / min(values) if len(set(values)) >= 2 else 1.0
 
 
-def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss_key: str = "loss") -> dict:
+def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss_key: str = "loss",
+            only: set[str] | None = None) -> dict:
     """Fit and plot every (x axis, loss|metric) pair; write fits.json, plots/*.png, report.md."""
     from distrec.scaling.plots import frontier_plot, scaling_plot
 
     sweep_dir = Path(sweep_dir)
-    rows = write_tables(sweep_dir)
+    rows = write_tables(sweep_dir, only)
     ok = [r for r in rows if r.get("status") == "ok"]
     targets = {loss_key: ("loss", DECREASING), f"test_{metric}": (f"test {metric}", INCREASING)}
     fits, plots = {}, []

@@ -48,6 +48,8 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
     done = [p for p in points if sw.is_done(p)]
     failed_before = [p for p in points if not sw.is_done(p) and (Path(p.dir) / "failed.json").exists()]
     todo = [p for p in points if not sw.is_done(p) and (s.rerun_failed or p not in failed_before)]
+    # the table covers this grid's points; without a grid (one --multirun job) every point on disk
+    only = {p.id for p in points} if (s.grid or s.points) else None
     log.info("sweep %s: %d points, %d finished before (skipped), %d to run", sweep_dir, len(points), len(done), len(todo))
 
     bar = tqdm(total=len(todo), desc="sweep", unit="point", disable=not cfg.progress, dynamic_ncols=True)
@@ -55,13 +57,13 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
     def on_done(job, row):
         bar.update(1)
         sw.mark_done(job, row)
-        write_tables(sweep_dir)  # results.parquet grows as points finish
+        write_tables(sweep_dir, only)  # results.parquet grows as points finish
         log.info("sweep: point %s finished (%s)", job.id, _summary(row))
 
     def on_failed(job, error, attempts):
         bar.update(1)
         sw.mark_failed(job, error, attempts)
-        write_tables(sweep_dir)
+        write_tables(sweep_dir, only)
         log.error("sweep: point %s FAILED after %d attempts:\n%s", job.id, attempts, error)
 
     if todo:
@@ -76,8 +78,8 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
     bar.close()
 
     grid_keys = list(dict.fromkeys(k for p in points for k in p.values))
-    result = analyze(sweep_dir, grid_keys, metric=s.metric, loss_key=s.loss_key) if s.fit else \
-        {"rows": write_tables(sweep_dir)}
+    result = analyze(sweep_dir, grid_keys, metric=s.metric, loss_key=s.loss_key, only=only) if s.fit else \
+        {"rows": write_tables(sweep_dir, only)}
     rows = result["rows"]
     failed = [r for r in rows if r.get("status") != "ok"]
     print(f"sweep: {len(rows) - len(failed)} finished, {len(failed)} failed -> {sweep_dir}/results.parquet"
