@@ -59,3 +59,26 @@ def train_losses(model, data: SequenceData, max_history: int, steps: int, batch_
 def eval_batch(data: SequenceData, max_history: int, users: int = 16) -> dict:
     rows = np.arange(users)
     return collate_eval(data, rows, data.test_pos[rows], max_history)
+
+
+def prepare_beauty(root, data_root, tables: dict) -> None:
+    """The real Beauty data/ artifact (prepare stage) under `root`, plus SID tables `root/<name>`."""
+    from distrec.config import compose
+    from distrec.stages.prepare import run
+
+    run(compose(["stage=prepare", "data=beauty", f"data.path={data_root / 'amazon-beauty'}", f"paths.root={root}",
+                 "progress=false"]))
+    for name, table in tables.items():
+        table.save(root / name)
+
+
+def train_zero2_one_step(root, sids: str, train_dir, *overrides) -> dict:
+    """One step of `distrec train` under 2-worker ZeRO-2 (Ray Train, gloo), validating 16 users."""
+    from distrec.config import compose
+    from distrec.stages.train import run
+
+    cfg = compose(["stage=train", "data=beauty", f"paths.root={root}", f"paths.sids={root / sids}",
+                   f"paths.train={train_dir}", "engine=zero2", "engine.num_workers=2", "train.max_steps=1",
+                   "train.global_batch_size=8", "train.warmup_steps=0", "train.val_max_users=16",
+                   "eval.batch_size=16", "progress=false", *overrides])
+    return run(cfg)

@@ -57,3 +57,16 @@ def test_tiger_recommend_only_real_items(beauty):
     ids, scores = model.recommend(eval_batch(beauty, 10, users=32), 21)
     assert ids.shape == (32, 21) and (ids >= 1).all() and (ids <= table.num_items).all()
     assert torch.isfinite(scores).all() and (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+@pytest.mark.ray
+@pytest.mark.distributed
+def test_tiger_trains_under_two_worker_zero2(data_root, ray_local, tmp_path):
+    from sid_subset import prepare_beauty, train_zero2_one_step
+
+    prepare_beauty(tmp_path, data_root, {"sids": sid_table(3, 16)})
+    summary = train_zero2_one_step(tmp_path, "sids", tmp_path / "train", "method=tiger", "model=t5",
+                                   "model.d_model=32", "model.n_layers=1", "model.n_decoder_layers=1",
+                                   "model.n_heads=2", "model.head_dim=16", "model.d_ff=64", "model.max_history=10")
+    assert summary["steps"] == 1 and summary["world_size"] == 2
+    assert summary["final_loss"] == summary["final_loss"] and summary["valid"]["users"] == 16
