@@ -34,9 +34,14 @@ def catalog(num_items: int, dim: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def timed(fn):
+LOAD = []  # (what, 1-min load average before, after): the machine is shared, timings are noisy
+
+
+def timed(fn, what=""):
+    before = os.getloadavg()[0]
     start = time.perf_counter()
     out = fn()
+    LOAD.append((what, round(before, 1), round(os.getloadavg()[0], 1)))
     return out, time.perf_counter() - start
 
 
@@ -70,15 +75,10 @@ def main():
         q.fit(x)
         return q, q.encode(x)
 
-    (q, codes), t = timed(lambda: gaoq(args.workers))
+    (q, codes), t = timed(lambda: gaoq(args.workers), "gaoq_ray")
     results["runs"]["gaoq_ray"] = {"seconds": round(t, 1), "branching": q.branching, "collisions": collisions(codes),
-                                   "stats": q.stats}
+                                   "phases_s": q.stats["timings_s"], "alignment": q.stats["per_level"]}
     print(f"GAOQ ({args.workers} Ray workers) {q.branching}: {t:.1f} s, collisions {collisions(codes)}")
-    if "gaoq_local" not in args.skip:
-        (q, codes), t = timed(lambda: gaoq(0))
-        results["runs"]["gaoq_in_process"] = {"seconds": round(t, 1), "collisions": collisions(codes)}
-        print(f"GAOQ in-process: {t:.1f} s")
-
     if "rq_kmeans" not in args.skip:
         from distrec.tokenize.quantizers.rq_kmeans import RQKMeans
 
@@ -86,7 +86,7 @@ def main():
             q = RQKMeans(levels=3, codebook_size=256, progress=True).fit(x)
             return q.encode(x)
 
-        codes, t = timed(rqk)
+        codes, t = timed(rqk, "rq_kmeans")
         results["runs"]["rq_kmeans"] = {"seconds": round(t, 1), "codebooks": [256] * 3,
                                         "collisions_before_dedup": collisions(codes)}
         print(f"RQ-KMeans 3x256: {t:.1f} s, collisions before dedup {collisions(codes)}")
@@ -98,12 +98,17 @@ def main():
             q = RQVAE(levels=3, codebook_size=256, epochs=args.rqvae_epochs, progress=True).fit(x)
             return q.encode(x)
 
-        codes, t = timed(rqv)
+        codes, t = timed(rqv, "rq_vae")
         results["runs"]["rq_vae"] = {"seconds": round(t, 1), "epochs": args.rqvae_epochs,
                                      "seconds_per_epoch_upper_bound": round(t / args.rqvae_epochs, 1),
                                      "extrapolated_200_epochs_s": round(t / args.rqvae_epochs * 200, 0),
                                      "collisions_before_dedup": collisions(codes)}
         print(f"RQ-VAE ({args.rqvae_epochs} epochs): {t:.1f} s (200 epochs ~ {t / args.rqvae_epochs * 200:.0f} s)")
+
+    if "gaoq_local" not in args.skip:
+        (q, codes), t = timed(lambda: gaoq(0), "gaoq_in_process")
+        results["runs"]["gaoq_in_process"] = {"seconds": round(t, 1), "collisions": collisions(codes)}
+        print(f"GAOQ in-process: {t:.1f} s")
 
     base = results["runs"]["gaoq_ray"]["seconds"]
     results["ratios_vs_gaoq_ray"] = {name: round(r["seconds"] / base, 2) for name, r in results["runs"].items()}
@@ -111,6 +116,7 @@ def main():
         results["ratios_vs_gaoq_ray"]["rq_vae_200_epochs_extrapolated"] = round(
             results["runs"]["rq_vae"]["extrapolated_200_epochs_s"] / base, 1)
     results["target_met"] = base < 600
+    results["load_average_1min_before_after"] = LOAD
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["ratios_vs_gaoq_ray"], indent=2), f"\nwritten {args.out}")

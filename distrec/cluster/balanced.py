@@ -98,16 +98,24 @@ def _init_faiss(x, k, seed, iters):
 
 
 def balanced_kmeans(x: np.ndarray, k: int, iters: int = 10, seed: int = 0, init: str = "auto",
-                    init_iters: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                    init_iters: int = 10, points_per_centroid: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cluster `x` [n, d] into k clusters of size n // k or n // k + 1.
 
     Initialised by (unbalanced) k-means (`init="faiss"`, sampled as faiss does) or k-means++
     (`init="kmeans++"`; "auto" = faiss from FAISS_MIN_ROWS rows on, where its threads pay off),
-    then `iters` Lloyd steps with the balanced assignment.
+    then `iters` Lloyd steps with the balanced assignment. With `points_per_centroid`, the Lloyd
+    steps run on a seeded sample of that many points per cluster (the faiss convention) and all
+    n points get one final balanced assignment, so the size bound holds for the whole set.
     Returns (centroids [k, d] float32, labels [n] int64).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = len(x)
+    if points_per_centroid and n > points_per_centroid * k:
+        rng = np.random.default_rng(seed)
+        sample = x[np.sort(rng.choice(n, points_per_centroid * k, replace=False))]
+        centroids, _ = balanced_kmeans(sample, k, iters, seed, init, init_iters)
+        labels = balanced_assign(x, centroids)
+        return cluster_means(x, labels, k), labels
     if not 1 <= k <= n:
         raise ValueError(f"balanced_kmeans needs 1 <= k <= n, got k={k}, n={n}")
     if k == n:  # one point per cluster
