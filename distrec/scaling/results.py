@@ -133,8 +133,8 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
 
     steps = train_rows[-1]["step"] if train_rows else _find(manifest, "steps")
     train_s = _find(manifest, "train_seconds")
-    tokens = tokens_seen(train_rows, steps, _find(manifest, "global_batch")
-                         or config.get("train", {}).get("global_batch_size"))
+    global_batch = _find(manifest, "global_batch") or config.get("train", {}).get("global_batch_size")
+    tokens = tokens_seen(train_rows, steps, global_batch)
     if tokens is None:
         notes.append("tokens seen not recorded by the run")
 
@@ -147,6 +147,7 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
         **model_counts(train_dir, config, notes),
         "steps": steps,
         "tokens_seen": tokens,
+        "samples_seen": steps * global_batch if steps and global_batch else None,
         "train_loss": train_rows[-1]["loss"] if train_rows else _find(manifest, "final_loss"),
         "valid_loss": valid_rows[-1].get("loss") if valid_rows else None,
         "train_seconds": train_s,
@@ -158,6 +159,7 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
         row.update({f"valid_{k}": v for k, v in valid_rows[-1].items()
                     if str(k).startswith(METRIC_PREFIXES) and isinstance(v, (int, float))})
     row["train_flops"] = row["flops_per_token"] * tokens if tokens and row.get("flops_per_token") else None
+    row["flops_per_sample"] = row["train_flops"] / row["samples_seen"] if row["train_flops"] else None
     metrics = eval_metrics(eval_dir)
     row.update({f"test_{k}": float(v) for k, v in metrics.items()
                 if str(k).startswith(METRIC_PREFIXES) and isinstance(v, (int, float))})
