@@ -19,3 +19,4 @@ class SweepConfig:
     metric: str = "ndcg@10"  # test metric fitted and plotted beside the loss
     timeout_s: Optional[float] = None  # per stage of a point; null = no limit
     fit: bool = True  # fit power laws and write plots + report.md at the end
+    recollect: bool = False  # re-read finished points' rows from their artifacts (after a results-code change)

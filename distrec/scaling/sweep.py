@@ -288,6 +288,15 @@ def mark_done(job: PointJob, row: dict) -> None:
     (Path(job.dir) / "failed.json").unlink(missing_ok=True)
 
 
+def recollect(job: PointJob) -> None:
+    """Rebuild a finished point's row from its artifacts, keeping its measured stage times."""
+    from distrec.scaling.results import collect
+
+    old = json.loads((Path(job.dir) / "done.json").read_text())
+    seconds = {stage: old[f"{stage}_s"] for stage in job.stages if old.get(f"{stage}_s") is not None}
+    mark_done(job, collect(Path(job.dir), job.values, seconds))
+
+
 def mark_failed(job: PointJob, error: str, attempts: int) -> None:
     Path(job.dir).mkdir(parents=True, exist_ok=True)
     row = {"point_id": job.id, **job.values, "run_dir": job.dir, "status": "failed",

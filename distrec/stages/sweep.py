@@ -66,6 +66,9 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
         write_tables(sweep_dir, only)
         log.error("sweep: point %s FAILED after %d attempts:\n%s", job.id, attempts, error)
 
+    if s.recollect:
+        for job in done:
+            sw.recollect(job)
     if todo:
         if s.backend == "ray" and len(todo) > 1:
             from distrec.dist.sweep import RayExecutor
