@@ -54,7 +54,7 @@ def test_hstu_ignores_padding_content():
         torch.testing.assert_close(model(x, pad=pad)[:, 2:], model(other, pad=pad)[:, 2:])
 
 
-def _ml1m_batch(data_root, users=200, T=50):
+def _ml1m_batch(data_root, users=200, T=30):
     with gzip.open(data_root / "ml-1m" / "sequences.jsonl.gz", "rt") as f:
         seqs = [json.loads(line)["items"] for _, line in zip(range(users), f)]
     inputs = torch.zeros(users, T, dtype=torch.long)
@@ -69,7 +69,7 @@ def _ml1m_batch(data_root, users=200, T=50):
 def test_hstu_retrieval_learns_on_real_ml1m_users(data_root):
     torch.manual_seed(0)
     cfg = compose(["model=hstu", "method=hstu_retrieval", "model.d_model=32", "model.n_layers=2", "model.n_heads=1",
-                   "model.max_history=50", "model.dropout=0.0", "method.num_negatives=64"])
+                   "model.max_history=30", "model.dropout=0.0", "method.num_negatives=64"])
     model = build_model(cfg.model, cfg.method, Catalog(num_items=3706))
     inputs, targets = _ml1m_batch(data_root)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -81,14 +81,15 @@ def test_hstu_retrieval_learns_on_real_ml1m_users(data_root):
             return sum(model(batch)["loss"].item() for _ in range(4)) / 4
 
     before = eval_loss()
-    for step in range(25):
-        idx = torch.randint(0, len(inputs), (64,))
+    for step in range(20):
+        idx = torch.randint(0, len(inputs), (32,))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = model({"input_ids": inputs[idx], "target_ids": targets[idx]})["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
     after = eval_loss()
+    print(f"sampled-softmax loss before {before:.3f} after {after:.3f}")
     assert after < before - 0.5, (before, after)
 
     ids, scores = model.recommend({"input_ids": inputs[:8]}, k=10)
