@@ -83,12 +83,15 @@ def _fit_once(u, logy, direction, y, p0=None):
 
 
 def fit_power_law(x, y, direction: str = DECREASING, n_boot: int = 100, seed: int = 0) -> PowerLawFit | None:
-    """Fit a saturating power law to positive (x, y) points; None when there are fewer than 3."""
+    """Fit a saturating power law to positive (x, y) points; None with fewer than 3 distinct x.
+    `direction`: "decreasing", "increasing" or "auto" (from the sign of the log-log trend)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     x, y = x[keep], y[keep]
     if len(np.unique(x)) < 3:
         return None
+    if direction == "auto":  # the trend of the points decides: falling -> a X^-b + c, rising -> c - a X^-b
+        direction = DECREASING if np.polyfit(np.log(x), np.log(y), 1)[0] < 0 else INCREASING
     x0 = float(np.exp(np.mean(np.log(x))))
     u, logy = np.log(x / x0), np.log(y)
     best = _fit_once(u, logy, direction, y)

@@ -110,14 +110,15 @@ def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss
     sweep_dir = Path(sweep_dir)
     rows = write_tables(sweep_dir, only)
     ok = [r for r in rows if r.get("status") == "ok"]
-    targets = {loss_key: ("loss", DECREASING), f"test_{metric}": (f"test {metric}", INCREASING)}
+    # the trend decides the law's direction: quality rises with model size but falls with catalog size
+    targets = {loss_key: "loss", f"test_{metric}": f"test {metric}"}
     fits, plots = {}, []
     for x_key, (x_title, label_keys) in x_axes(ok, grid_keys).items():
-        for y_key, (y_title, direction) in targets.items():
+        for y_key, y_title in targets.items():
             series = _series(ok, x_key, y_key, label_keys)
             if not series:
                 continue
-            fitted = {label: fit_power_law(x, y, direction) for label, (x, y) in series.items()}
+            fitted = {label: fit_power_law(x, y, "auto") for label, (x, y) in series.items()}
             fitted = {k: v for k, v in fitted.items() if v is not None}
             fits[f"{y_key} vs {x_key}"] = {k: v.to_dict() for k, v in fitted.items()}
             name = f"{_slug(y_key)}_vs_{_slug(x_key)}.png"

@@ -44,3 +44,11 @@ def test_lower_envelope_is_the_compute_optimal_frontier():
     compute = [1, 2, 3, 4, 5, 6]
     loss = [5.0, 4.0, 4.5, 3.0, 3.5, 2.9]
     assert lower_envelope(compute, loss).tolist() == [0, 1, 3, 5]
+
+
+def test_auto_direction_follows_the_trend():
+    x = np.logspace(4, 6, 6)
+    falling = 0.5 * x ** -0.2 + 0.001  # e.g. NDCG over catalog size
+    rising = 0.08 - 2.0 * x ** -0.3  # e.g. NDCG over model size
+    assert fit_power_law(x, falling, "auto").direction == "decreasing"
+    assert fit_power_law(x, rising, "auto").direction == INCREASING
