@@ -150,8 +150,12 @@ def bench_decoding(B, prompt, new_tokens, min_time):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = torch's default); 1 is much faster on an oversubscribed machine")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backbones.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     min_time = 0.5 if args.quick else 1.0
     B, T, T_enc, T_dec = (16, 64, 40, 5) if args.quick else (32, 128, 80, 5)
     peak = {"fp32": matmul_rate(torch.float32, min_time), "bf16": matmul_rate(torch.bfloat16, min_time)}
@@ -161,7 +165,8 @@ def main():
     result = {"machine": {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
                           "platform": platform.platform()},
               "matmul_flops_per_s": peak, "training": training, "decoding": decoding,
-              "command": "python bench/bench_backbones.py" + (" --quick" if args.quick else ""),
+              "command": "python bench/bench_backbones.py" + (" --quick" if args.quick else "")
+              + (f" --threads {args.threads}" if args.threads else ""),
               "note": "shared 2-core machine: compare ratios measured in one run, not across runs"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
