@@ -138,8 +138,8 @@ def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss
 
 def _frontier(sweep_dir: Path, ok: list[dict], grid_keys: list[str]):
     path = sweep_dir / "curves.parquet"
-    if not path.exists() or len(ok) < 2:
-        return None
+    if not path.exists() or _spread(ok, "params_non_embedding") < 1.5:
+        return None  # an envelope across model sizes needs several sizes
     table = pq.read_table(path).to_pylist()
     labels = {r["point_id"]: _label(r, grid_keys) for r in ok}  # one curve per run
     if len(set(labels.values())) < len(labels):
