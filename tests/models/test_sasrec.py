@@ -77,3 +77,17 @@ def test_learns_a_deterministic_successor_under_bf16(loss):
         top, _ = model.recommend({"input_ids": seqs[:, :-1]}, k=1)
     accuracy = (top[:, 0] == seqs[:, -1]).float().mean().item()
     assert accuracy > (0.7 if loss == "bce" else 0.9), accuracy  # one negative learns slower
+
+
+def test_length_groups_give_the_same_scores_as_one_row_at_a_time():
+    torch.manual_seed(0)
+    model = SASRec(num_items=30, d_model=16, n_layers=2, n_heads=2, d_ff=32, dropout=0.0, max_history=40).eval()
+    lengths = [1, 3, 8, 9, 16, 17, 33, 40]  # one row in every length group, and its edges
+    rows = [torch.cat([torch.zeros(40 - n, dtype=torch.long), torch.randint(1, 31, (n,))]) for n in lengths]
+    batch = torch.stack(rows[::-1])  # rows in another order than the groups
+    together = model.score_all({"input_ids": batch})
+    alone = torch.cat([model.score_all({"input_ids": row[None, row > 0]}) for row in batch])
+    assert torch.allclose(together, alone, atol=1e-5)
+    groups = list(model.length_groups(batch))
+    assert [g[1].shape[1] for g in groups] == [8, 16, 32, 40]
+    assert sorted(torch.cat([g[0] for g in groups]).tolist()) == list(range(8))

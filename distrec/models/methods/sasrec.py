@@ -22,6 +22,7 @@ from distrec.errors import ConfigError
 from distrec.models.presets import resolve_dims
 
 LOSSES = ("softmax", "sampled_softmax", "bce")
+GROUP_WIDTHS = (8, 16, 32)  # histories are encoded in groups up to these lengths (then max_history)
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -85,12 +86,24 @@ class SASRec(nn.Module):
     # ------------------------------------------------------------------ encoder
 
     def trim(self, input_ids: torch.Tensor) -> int:
-        """Number of leading columns to keep: at most max_history, and no column that is padding in
-        every row (short histories dominate real data; positions count from the right, so dropping
-        all-padding columns changes nothing but the cost)."""
+        """Number of trailing columns to keep: at most max_history, and no column that is padding in
+        every row (positions count from the right, so dropping them changes nothing but the cost)."""
         T = min(input_ids.shape[1], self.max_history)
         used = (input_ids[:, -T:] > 0).any(dim=0)
         return T - int(used.to(torch.int8).argmax()) if bool(used.any()) else 1
+
+    def length_groups(self, input_ids: torch.Tensor, *aligned: torch.Tensor):
+        """Yield (rows, input_ids[rows], *aligned[rows]) for rows of similar history length, cut to
+        that length. Real histories are mostly short with a few long ones: encoding each group at
+        its own width skips most of the padding (rows are independent, so results are the same)."""
+        T = min(input_ids.shape[1], self.max_history)
+        lengths = (input_ids[:, -T:] > 0).sum(dim=1)
+        lower = -1
+        for width in [w for w in GROUP_WIDTHS if w < T] + [T]:
+            rows = ((lengths > lower) & (lengths <= width)).nonzero().squeeze(1)
+            lower = width
+            if len(rows):
+                yield (rows, input_ids[rows, -width:], *(a[rows, -width:] for a in aligned))
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden state at every kept position [B, T', d] of left-padded histories [B, T]."""
@@ -128,18 +141,21 @@ class SASRec(nn.Module):
     # ------------------------------------------------------------------ training
 
     def forward(self, batch: dict) -> dict:
-        T = self.trim(batch["input_ids"])
-        input_ids, target_ids = batch["input_ids"][:, -T:], batch["target_ids"][:, -T:]
-        hidden = self.encode(input_ids)
-        labelled = target_ids > 0
-        h, target = hidden[labelled], target_ids[labelled]  # [N, d], [N]
+        hs, targets = [], []
+        for _, input_ids, target_ids in self.length_groups(batch["input_ids"], batch["target_ids"]):
+            hidden = self.encode(input_ids)
+            target_ids = target_ids[:, -hidden.shape[1]:]
+            labelled = target_ids > 0
+            hs.append(hidden[labelled])
+            targets.append(target_ids[labelled])
+        h, target = torch.cat(hs), torch.cat(targets)  # every labelled position: [N, d], [N]
         if self.loss_kind == "softmax":
             loss = F.cross_entropy(self.item_scores(h), target)
         elif self.loss_kind == "sampled_softmax":
             loss = self._sampled_softmax(h, target)
         else:
             loss = self._bce(h, target)
-        return {"loss": loss, "labelled_positions": labelled.sum().float()}
+        return {"loss": loss, "labelled_positions": torch.tensor(float(target.numel()))}
 
     def _random_items(self, n: int, device) -> torch.Tensor:
         return torch.randint(1, self.num_items + 1, (n,), device=device)
@@ -164,7 +180,14 @@ class SASRec(nn.Module):
     @torch.no_grad()
     def score_all(self, batch: dict) -> torch.Tensor:
         """Scores of every item for the next step after each history [B, num_items + 1]."""
-        return self.item_scores(self.encode(batch["input_ids"])[:, -1], exact=True)
+        rows, last = [], []
+        for r, input_ids in self.length_groups(batch["input_ids"]):
+            rows.append(r)
+            last.append(self.encode(input_ids)[:, -1])
+        order, last = torch.cat(rows), torch.cat(last)
+        hidden = torch.empty_like(last)
+        hidden[order] = last
+        return self.item_scores(hidden, exact=True)
 
     @torch.no_grad()
     def recommend(self, batch: dict, k: int):
