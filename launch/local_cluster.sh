@@ -20,14 +20,14 @@ AGENT_PORT=${RAY_AGENT_PORT:-52375}
 DIR=${DISTREC_RAY_DIR:-/tmp/distrec-ray-$PORT}
 RAY=${RAY:-$(command -v ray || echo "$(dirname "$0")/../.venv/bin/ray")}
 
+# jobs run `python` from the PATH of the head: put the environment that holds ray (and distrec) first
+export PATH="$(cd "$(dirname "$RAY")" && pwd):$PATH"
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 
 running() { [[ -f "$DIR/head.pid" ]] && kill -0 "$(cat "$DIR/head.pid")" 2>/dev/null; }
 
-start() {
-  if running; then echo "already running (pid $(cat "$DIR/head.pid")); address http://127.0.0.1:$DASHBOARD_PORT"; return; fi
-  mkdir -p "$DIR"
+start_once() {
   # --block keeps `ray start` in the foreground: it owns the head's processes and takes them
   # down on SIGTERM, so stopping this one pid stops exactly this cluster.
   nohup "$RAY" start --head --block --disable-usage-stats \
@@ -36,19 +36,35 @@ start() {
     --ray-client-server-port "$CLIENT_PORT" --dashboard-agent-listen-port "$AGENT_PORT" \
     --temp-dir "$DIR/tmp" "$@" >"$DIR/head.log" 2>&1 &
   echo $! >"$DIR/head.pid"
-  # the job server answers (401 without the token still means up) once the dashboard is up
-  for _ in $(seq 1 120); do
-    if ! running; then echo "ray head exited; see $DIR/head.log" >&2; tail -20 "$DIR/head.log" >&2; exit 1; fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DASHBOARD_PORT/api/version" || true)
-    if [[ "$code" != "000" ]]; then
+  # ready once the node has registered ("Ray runtime started") and the job server answers an
+  # authenticated request (the dashboard starts it last)
+  for _ in $(seq 1 240); do
+    if ! running; then return 1; fi
+    # read each time: on a fresh machine `ray start` writes the token first
+    token=${RAY_AUTH_TOKEN:-$(cat "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" 2>/dev/null || true)}
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$DASHBOARD_PORT/api/jobs/" || true)
+    if [[ "$code" == "200" ]] && grep -q "Ray runtime started" "$DIR/head.log"; then return 0; fi
+    sleep 1
+  done
+  stop >/dev/null
+  return 1
+}
+
+start() {
+  if running; then echo "already running (pid $(cat "$DIR/head.pid")); address http://127.0.0.1:$DASHBOARD_PORT"; return; fi
+  mkdir -p "$DIR"
+  # Ray gives a starting node 30 s to register; on an overloaded machine that can fail: retry.
+  for attempt in 1 2 3; do
+    if start_once "$@"; then
       echo "ray head up (pid $(cat "$DIR/head.pid")); submit jobs to http://127.0.0.1:$DASHBOARD_PORT"
       echo "  export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT RAY_AUTH_MODE=token"
       return
     fi
-    sleep 1
+    echo "ray head failed to start (attempt $attempt); see $DIR/head.log" >&2
+    tail -3 "$DIR/head.log" >&2
+    rm -f "$DIR/head.pid"
   done
-  echo "ray head did not answer on port $DASHBOARD_PORT within 120 s; see $DIR/head.log" >&2
-  stop
   exit 1
 }
 

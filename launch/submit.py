@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Never uploaded: artifacts, environments, caches (working_dir uploads are capped at ~500 MiB).
 EXCLUDES = [".git", ".venv", "runs", "outputs", "multirun", "bench/results", "**/__pycache__",
-            "*.egg-info", ".pytest_cache", "*.pt", "*.ckpt"]
+            "*.egg-info", ".pytest_cache", ".torch_extensions", "*.pt", "*.ckpt"]
 
 # Forwarded to the job when set here.
 PASS_ENV = ["DISTREC_DATA", "DS_ACCELERATOR", "HF_HOME", "TORCH_EXTENSIONS_DIR"]
