@@ -36,10 +36,17 @@ class RayPool:
             raise ConfigError("tokenizer.num_workers must be >= 1 for the Ray path (0 runs in-process)")
         ray = init_ray(cluster)
         self.ray = ray
+        blocks = split_contiguous(list(paths), num_workers)
+        num_workers = len(blocks)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if getattr(cluster, "address", None) is None and num_workers * num_cpus > cpus:
+            # on a fixed local cluster the extra actors would wait forever for a CPU
+            raise ConfigError(f"tokenizer.num_workers={num_workers} needs {num_workers * num_cpus:g} CPUs but the "
+                              f"local Ray cluster has {cpus:g}; lower tokenizer.num_workers or raise cluster.num_cpus")
         remote = ray.remote(num_cpus=num_cpus, num_gpus=1 if use_gpu else 0)(_ShardActor)
         threads = max(1, int(num_cpus))
         self.actors = [remote.remote([str(p) for p in block], column, batch_rows, normalize_residuals, threads)
-                       for block in split_contiguous(list(paths), num_workers)]
+                       for block in blocks]
 
     def call(self, method: str, per_worker_args: list[tuple] | None = None, *args):
         if per_worker_args is None:

@@ -20,7 +20,7 @@ from distrec.cluster.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 from distrec.tokenize.quantizers import build_quantizer
 from distrec.tokenize.report import format_report, quality_report
-from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level
+from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level, row_keys
 
 log = logging.getLogger("distrec")
 DEDUP = ("digit", "balanced", "none")
@@ -71,7 +71,7 @@ def resolve_collisions(codes, kind, q, vectors_of_rows):
         final, moved = reassign_last_level(codes, lambda rows: q.last_level_distances(vectors_of_rows(rows)), sizes[-1])
     else:
         final, moved = codes, 0
-    after = int(len(final) - len(np.unique(final, axis=0)))
+    after = int(len(final) - len(np.unique(row_keys(final))))
     if after:
         log.warning("tokenize: %d items share a semantic ID (dedup=%s); use tokenizer.dedup=digit or balanced",
                     after, kind)

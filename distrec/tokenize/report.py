@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from distrec.artifacts import read_json
+from distrec.tokenize.sid_table import row_keys
 
 
 def entropy_bits(counts: np.ndarray) -> float:
@@ -25,7 +26,7 @@ def entropy_bits(counts: np.ndarray) -> float:
 def prefix_counts(codes: np.ndarray, depth: int) -> np.ndarray:
     if depth == 0:
         return np.array([len(codes)])
-    return np.unique(codes[:, :depth], axis=0, return_counts=True)[1]
+    return np.unique(row_keys(codes[:, :depth]), return_counts=True)[1]
 
 
 def quality_report(codes: np.ndarray, codebook_sizes: list[int], *, sq_err: float | None = None,

@@ -32,12 +32,25 @@ META = "sid_meta.json"
 
 # ------------------------------------------------------------------ collisions
 
+def row_keys(codes: np.ndarray) -> np.ndarray:
+    """One sortable key per code row: a mixed-radix int64 when the digits fit (fast 1-D sorts), else
+    the raw bytes of the row."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    radix = codes.max(axis=0, initial=0) + 1 if len(codes) else np.ones(codes.shape[1], np.int64)
+    if np.log2(radix.astype(np.float64)).sum() < 62:
+        keys = np.zeros(len(codes), dtype=np.int64)
+        for digit, base in zip(codes.T, radix):
+            keys = keys * base + digit
+        return keys
+    return codes.view(np.dtype((np.void, 8 * codes.shape[1]))).reshape(-1)
+
+
 def group_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inverse group id per row, group sizes, rank of each row inside its group in row order)."""
     if codes.shape[1] == 0:
         inverse = np.zeros(len(codes), dtype=np.int64)
     else:
-        _, inverse = np.unique(codes, axis=0, return_inverse=True)
+        _, inverse = np.unique(row_keys(codes), return_inverse=True)
         inverse = inverse.reshape(-1)
     sizes = np.bincount(inverse)
     order = np.argsort(inverse, kind="stable")
@@ -192,7 +205,7 @@ class SIDTable:
 
     def num_collisions(self) -> int:
         """Items whose full code tuple is shared with an earlier item (0 for a usable table)."""
-        return self.num_items - len(np.unique(self.codes[1:], axis=0))
+        return self.num_items - len(np.unique(row_keys(self.codes[1:])))
 
     @cached_property
     def _lookup(self):

@@ -117,3 +117,12 @@ def test_ragged_list_vectors_are_rejected(tmp_path):
     pq.write_table(pa.table({"item_id": [1, 2], "vector": pa.array([[1.0, 2.0], [1.0]])}), path)
     with pytest.raises(DataError, match="row 1 has a vector of length 1"):
         list(VectorShards([path]).batches())
+
+
+@pytest.mark.ray
+def test_more_workers_than_local_cpus_is_a_config_error(tmp_path, ray_local):
+    from distrec.dist.kmeans import RayPool
+
+    paths = write_vectors(clustered(400), tmp_path / "emb", shards=4)
+    with pytest.raises(ConfigError, match="needs 3 CPUs but the local Ray cluster has 2"):
+        RayPool(paths, 3)
