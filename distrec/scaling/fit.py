@@ -95,8 +95,10 @@ def fit_power_law(x, y, direction: str = DECREASING, n_boot: int = 100, seed: in
     x0 = float(np.exp(np.mean(np.log(x))))
     u, logy = np.log(x / x0), np.log(y)
     best = _fit_once(u, logy, direction, y)
-    if best is None:
-        return None
+    slope, intercept = np.polyfit(u, logy, 1)
+    pure_sse = float(np.sum((intercept + slope * u - logy) ** 2))
+    if best is None or pure_sse < best[1]:  # growth that keeps accelerating has no ceiling to fit
+        return _pure_power_law(u, logy, x0, intercept, -slope, pure_sse, n_boot, seed)
     (log_a, b, c), sse = best
     fitted = _model(direction)(u, log_a, b, c)
     total = float(np.sum((logy - logy.mean()) ** 2))
@@ -106,6 +108,18 @@ def fit_power_law(x, y, direction: str = DECREASING, n_boot: int = 100, seed: in
     note = "" if len(x) > 3 else "3 points for 3 parameters: the fit interpolates, intervals are not meaningful"
     return PowerLawFit(a=a, b=float(b), c=float(c), direction=direction, n_points=int(len(x)),
                        r2=float(r2), ci=ci, note=note)
+
+
+def _pure_power_law(u, logy, x0, log_a, b, sse, n_boot, seed) -> PowerLawFit:
+    """y = a X^-b (c = 0; b < 0 for a rising y): a straight line in log-log, bootstrap on its residuals."""
+    fitted = log_a - b * u
+    rng = np.random.default_rng(seed)
+    slopes = [-np.polyfit(u, fitted + rng.choice(logy - fitted, size=len(u)), 1)[0] for _ in range(n_boot)]
+    total = float(np.sum((logy - logy.mean()) ** 2))
+    return PowerLawFit(a=float(np.exp(log_a) * x0 ** b), b=float(b), c=0.0, direction=DECREASING,
+                       n_points=len(u), r2=1.0 - sse / total if total > 0 else 1.0,
+                       ci={"b": [float(np.percentile(slopes, 2.5)), float(np.percentile(slopes, 97.5))]},
+                       note="pure power law y = a X^-b: no saturation visible in these points")
 
 
 def _bootstrap(u, fitted, residuals, direction, x0, n_boot, seed, p0):

@@ -52,3 +52,10 @@ def test_auto_direction_follows_the_trend():
     rising = 0.08 - 2.0 * x ** -0.3  # e.g. NDCG over model size
     assert fit_power_law(x, falling, "auto").direction == "decreasing"
     assert fit_power_law(x, rising, "auto").direction == INCREASING
+
+
+def test_growth_without_a_ceiling_is_a_pure_power_law():
+    x = np.logspace(4, 6, 5)
+    fit = fit_power_law(x, 1e-4 * x ** 0.3, "auto")  # quality still accelerating: no ceiling in sight
+    assert fit.b == pytest.approx(-0.3, abs=0.01) and fit.c == 0.0 and "pure" in fit.note
+    assert np.allclose(fit(x), 1e-4 * x ** 0.3, rtol=0.01)
