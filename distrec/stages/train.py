@@ -37,7 +37,7 @@ def run(cfg) -> dict:
     from distrec.train.trainer import fit
 
     timer = Timer()
-    train_dir = Path(cfg.paths.train)
+    train_dir = Path(cfg.paths.train).resolve()  # absolute: Ray workers run elsewhere
     if not cfg.train.resume and _existing_run(train_dir):
         raise ConfigError(f"{train_dir} already holds checkpoints and train.resume=false; nothing was "
                           "overwritten. Delete it, choose another `name`/`paths.train`, or resume.")
@@ -65,7 +65,7 @@ def run(cfg) -> dict:
             "sids_dir": str(Path(cfg.paths.sids).resolve()) if sid_hash else None,
             "data_dir": str(Path(cfg.paths.data).resolve()), **_param_counts(job)}
     with timer("train"):
-        summary = fit(job, Path(cfg.paths.data) / "sequences", cfg.cluster, info)
+        summary = fit(job, Path(cfg.paths.data).resolve() / "sequences", cfg.cluster, info)
     write_manifest(train_dir, stage="train", config=cfg, timings=timer.phases,
                    inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})
@@ -74,18 +74,20 @@ def run(cfg) -> dict:
 
 
 def _param_counts(job) -> dict:
-    """Parameter counts of the model (scaling counters when present)."""
+    """Parameter counts and analytic training FLOPs per token (distrec.scaling.counters)."""
     import torch
 
     torch.manual_seed(job.cfg.seed)
     model = job.make_model()
-    try:
-        from distrec.scaling.counters import count_params
+    from distrec.scaling.counters import count_params, model_flops_per_token
 
-        c = count_params(model)
-        return {"params": c.total, "embedding_params": c.embedding, "non_embedding_params": c.non_embedding}
-    except ImportError:
-        return {"params": sum(p.numel() for p in model.parameters())}
+    c = count_params(model)
+    out = {"params": c.total, "embedding_params": c.embedding, "non_embedding_params": c.non_embedding}
+    try:  # informational: a backbone the analytic counter does not know must not stop training
+        out["train_flops_per_token"] = model_flops_per_token(model, job.cfg.model)
+    except Exception as e:
+        log.warning("no FLOPs count for this model (%s)", e)
+    return out
 
 
 def summary_table(s: dict) -> str:
@@ -97,7 +99,9 @@ def summary_table(s: dict) -> str:
                   + ("  early-stopped" if s.get("early_stopped") else "")),
         ("batch", f"global {s['global_batch']} = micro {s['micro_batch']} x accum {s['accumulation']} "
                   f"x {s['world_size']} workers"),
-        ("params", f"{s.get('model', {}).get('params', 0):,}"),
+        ("params", f"{s.get('model', {}).get('params', 0):,} "
+                   f"({s.get('model', {}).get('non_embedding_params', 0):,} non-embedding)"),
+        ("backbone train FLOPs/token", f"{s.get('model', {}).get('train_flops_per_token', 0):.3g}"),
         ("final train loss", f"{s['final_loss']:.4f}"),
         ("best valid ndcg@10", f"{s.get('best_val_ndcg@10')} at step {s.get('best_step')}"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),

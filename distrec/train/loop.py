@@ -85,7 +85,8 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
     cfg = job.cfg
     model = engine.model
     if engine.ds is not None and engine.stage == 3:  # ranks then run recommend independently
-        model = job.make_model()
+        with torch.random.fork_rng(devices=[]):  # building a model draws; keep the training RNG stream
+            model = job.make_model()
         model.load_state_dict(engine.full_state_dict())
         model.to(engine.device)
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
