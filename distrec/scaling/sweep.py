@@ -312,3 +312,70 @@ def gather_rows(sweep_dir: Path, only: set[str] | None = None) -> list[dict]:
         if marker.name in ("done.json", "failed.json") and (only is None or marker.parent.name in only):
             rows.append(json.loads(marker.read_text()))
     return rows
+
+
+# ---------------------------------------------------------------- scheduling
+
+class LocalExecutor:
+    """Runs each job when it is submitted, in this process's children: no Ray, one at a time."""
+
+    def __init__(self):
+        self.finished = {}
+
+    def submit(self, fn, job):
+        handle = len(self.finished)
+        try:
+            self.finished[handle] = (fn(job), None)
+        except Exception as e:
+            self.finished[handle] = (None, describe_error(e))
+        return handle
+
+    def wait(self, handles):
+        """(handle, result, error text or None) of one finished job."""
+        handle = handles[0]
+        result, error = self.finished.pop(handle)
+        return handle, result, error
+
+
+def schedule(shared: list[SharedJob], points: list[PointJob], executor, *, max_concurrent: int = 1,
+             retries: int = 0, on_done=None, on_failed=None) -> None:
+    """Run the shared jobs the points need, then the points, at most `max_concurrent` at once.
+    A failing job is retried `retries` times; a point whose shared data failed fails with it."""
+    needed = {p.shared for p in points}
+    queue = [("shared", s, 1) for s in shared if s.key in needed]
+    waiting, ready, broken = list(points), set(), {}
+    running = {}
+    while queue or running or waiting:
+        for p in list(waiting):
+            if p.shared in ready:
+                queue.append(("point", p, 1))
+                waiting.remove(p)
+            elif p.shared in broken:
+                on_failed(p, f"shared data/SIDs could not be built:\n{broken[p.shared]}", 0)
+                waiting.remove(p)
+        while queue and len(running) < max(1, max_concurrent):
+            kind, job, attempt = queue.pop(0)
+            if kind == "shared":
+                handle = executor.submit(run_shared, job)
+            else:
+                log.info("sweep: point %s (attempt %d)", job.id, attempt)
+                handle = executor.submit(run_point, job)
+            running[handle] = (kind, job, attempt)
+        if not running:
+            continue
+        handle, result, error = executor.wait(list(running))
+        kind, job, attempt = running.pop(handle)
+        if error is None:
+            if kind == "shared":
+                ready.add(job.key)
+            else:
+                on_done(job, result)
+        elif attempt <= retries:
+            log.warning("sweep: %s %s failed (attempt %d of %d), retrying", kind,
+                        job.id if kind == "point" else job.key, attempt, retries + 1)
+            queue.insert(0, (kind, job, attempt + 1))
+        elif kind == "shared":
+            broken[job.key] = error
+        else:
+            on_failed(job, error, attempt)
+
