@@ -126,11 +126,71 @@ def faiss_floor(paths, levels: int, k: int, iters: int, seed: int = 0, threads: 
             "relative_mse": float(np.square(residual, dtype=np.float64).sum() / np.square(x, dtype=np.float64).sum())}
 
 
+def run_catalog(args, work: Path, levels: int, k: int, result: dict) -> None:
+    """Part 1: the distributed stage vs the single-process faiss floor on the same parquet shards."""
+    from distrec.dist.ray_env import init_ray
+
+    t = time.perf_counter()
+    write_catalog(work / "emb" / "item_embeddings", args.items, args.dim, shard_rows=125_000)
+    result["generate_s"] = time.perf_counter() - t
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        init_ray(None, num_cpus=args.workers)
+        ray_start = time.perf_counter() - t
+        dist = distributed_tokenize(work / "run", work / "emb", args.workers, levels, k, args.iters)
+    paths = sorted((work / "emb" / "item_embeddings").glob("part-*.parquet"))
+    with PeakMemory() as floor_mem:  # the faster of 2 and 1 faiss threads: the strictest floor
+        floors = [faiss_floor(paths, levels, k, args.iters, threads=t) for t in (2, 1)]
+    floor = min(floors, key=lambda f: f["train_assign_s"])
+    dist_quant = dist["phases_s"]["fit+encode"]
+    part = {
+        "items": args.items, "dim": args.dim, "workers": args.workers,
+        "ray_start_s": ray_start,
+        "distributed": dist,
+        "end_to_end_s": ray_start + dist["total_s"],
+        "floor": floor,
+        "floor_runs": floors,
+        "ratio_fit_encode_vs_floor_train_assign": dist_quant / floor["train_assign_s"],
+        "ratio_fit_encode_vs_floor_read_train_assign": dist_quant / (floor["read_s"] + floor["train_assign_s"]),
+        "peak_rss_gb_distributed_tree": mem.peak / 1e9,
+        "peak_rss_gb_floor_tree": floor_mem.peak / 1e9,
+    }
+    result["catalog"] = part
+    print(f"\n{args.items:,} x {args.dim}: distributed ({args.workers} Ray workers) parquet -> SID table "
+          f"{dist['total_s']:.1f} s (fit+encode {dist_quant:.1f} s) + Ray start {ray_start:.1f} s "
+          f"= end to end {part['end_to_end_s']:.1f} s (target <= 60 s)")
+    print(f"  floor (1 process, faiss {floor['threads']} threads, in memory): train+assign "
+          f"{floor['train_assign_s']:.1f} s, + read {floor['read_s']:.1f} s "
+          f"(runs: {[round(f['train_assign_s'], 1) for f in floors]})")
+    print(f"  ratio distributed / floor: {part['ratio_fit_encode_vs_floor_train_assign']:.2f}x "
+          f"(vs floor incl. read: {part['ratio_fit_encode_vs_floor_read_train_assign']:.2f}x; target <= 1.5x)")
+    print(f"  peak memory (process tree RSS): distributed {part['peak_rss_gb_distributed_tree']:.2f} GB, "
+          f"floor {part['peak_rss_gb_floor_tree']:.2f} GB")
+    shutil.rmtree(work / "emb")
+    shutil.rmtree(work / "run")
+
+
+def run_big(args, work: Path, levels: int, k: int, result: dict) -> None:
+    """Part 2: a 10M-item catalog streamed through the distributed path; peak memory of the tree."""
+    from distrec.dist.ray_env import init_ray
+
+    t = time.perf_counter()
+    write_catalog(work / "big" / "item_embeddings", args.big_items, args.big_dim, shard_rows=500_000)
+    gen = time.perf_counter() - t
+    with PeakMemory() as mem:
+        init_ray(None, num_cpus=args.workers)
+        big = distributed_tokenize(work / "bigrun", work / "big", args.workers, levels, k, args.iters)
+    result["catalog_big"] = {"items": args.big_items, "dim": args.big_dim, "generate_s": gen,
+                             "distributed": big, "peak_rss_gb_tree": mem.peak / 1e9}
+    print(f"\n{args.big_items:,} x {args.big_dim}: distributed parquet -> SID table {big['total_s']:.1f} s, "
+          f"peak memory (process tree RSS) {mem.peak / 1e9:.2f} GB (target < 8 GB)")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--items", type=int, default=1_000_000, help="0 = skip part 1 (keep its results in --out)")
     ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--big-items", type=int, default=10_000_000)
+    ap.add_argument("--big-items", type=int, default=10_000_000, help="0 = skip part 2")
     ap.add_argument("--big-dim", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
@@ -138,62 +198,21 @@ def main():
     args = ap.parse_args()
     levels, k = 3, 256
     work = Path(tempfile.mkdtemp(prefix="bench_tokenize_"))
-    result = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
-              "command": " ".join(["python", *sys.argv]), "levels": levels, "codebook_size": k, "iters": args.iters}
+    command = " ".join(["python", *sys.argv])
+    machine = {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    if args.items == 0 and Path(args.out).exists():
+        result = json.loads(Path(args.out).read_text())
+        result["machine_big"], result["command_big"] = machine, command
+    else:
+        result = {"machine": machine, "command": command, "levels": levels, "codebook_size": k, "iters": args.iters}
     try:
-        from distrec.dist.ray_env import init_ray
-
-        t = time.perf_counter()
-        write_catalog(work / "emb" / "item_embeddings", args.items, args.dim, shard_rows=125_000)
-        result["generate_s"] = time.perf_counter() - t
-        with PeakMemory() as mem:
-            t = time.perf_counter()
-            init_ray(None, num_cpus=args.workers)
-            ray_start = time.perf_counter() - t
-            dist = distributed_tokenize(work / "run", work / "emb", args.workers, levels, k, args.iters)
-        paths = sorted((work / "emb" / "item_embeddings").glob("part-*.parquet"))
-        with PeakMemory() as floor_mem:  # the faster of 2 and 1 faiss threads: the strictest floor
-            floors = [faiss_floor(paths, levels, k, args.iters, threads=t) for t in (2, 1)]
-        floor = min(floors, key=lambda f: f["train_assign_s"])
-        dist_quant = dist["phases_s"]["fit+encode"]
-        part1 = {
-            "items": args.items, "dim": args.dim, "workers": args.workers,
-            "ray_start_s": ray_start,
-            "distributed": dist,
-            "end_to_end_s": ray_start + dist["total_s"],
-            "floor": floor,
-            "floor_runs": floors,
-            "ratio_fit_encode_vs_floor_train_assign": dist_quant / floor["train_assign_s"],
-            "ratio_fit_encode_vs_floor_read_train_assign": dist_quant / (floor["read_s"] + floor["train_assign_s"]),
-            "peak_rss_gb_distributed_tree": mem.peak / 1e9,
-            "peak_rss_gb_floor_tree": floor_mem.peak / 1e9,
-        }
-        result["catalog"] = part1
-        print(f"\n{args.items:,} x {args.dim}: distributed ({args.workers} Ray workers) parquet -> SID table "
-              f"{dist['total_s']:.1f} s (fit+encode {dist_quant:.1f} s) + Ray start {ray_start:.1f} s "
-              f"= end to end {part1['end_to_end_s']:.1f} s (target <= 60 s)")
-        print(f"  floor (1 process, faiss {floor['threads']} threads, in memory): train+assign "
-              f"{floor['train_assign_s']:.1f} s, + read {floor['read_s']:.1f} s "
-              f"(runs: {[round(f['train_assign_s'], 1) for f in floors]})")
-        print(f"  ratio distributed / floor: {part1['ratio_fit_encode_vs_floor_train_assign']:.2f}x "
-              f"(vs floor incl. read: {part1['ratio_fit_encode_vs_floor_read_train_assign']:.2f}x; target <= 1.5x)")
-        print(f"  peak memory (process tree RSS): distributed {part1['peak_rss_gb_distributed_tree']:.2f} GB, "
-              f"floor {part1['peak_rss_gb_floor_tree']:.2f} GB")
-        shutil.rmtree(work / "emb")
-        shutil.rmtree(work / "run")
+        if args.items:
+            run_catalog(args, work, levels, k, result)
         if args.big_items:
-            t = time.perf_counter()
-            write_catalog(work / "big" / "item_embeddings", args.big_items, args.big_dim, shard_rows=500_000)
-            gen = time.perf_counter() - t
-            with PeakMemory() as mem:
-                big = distributed_tokenize(work / "bigrun", work / "big", args.workers, levels, k, args.iters)
-            result["catalog_big"] = {"items": args.big_items, "dim": args.big_dim, "generate_s": gen,
-                                     "distributed": big, "peak_rss_gb_tree": mem.peak / 1e9}
-            print(f"\n{args.big_items:,} x {args.big_dim}: distributed parquet -> SID table {big['total_s']:.1f} s, "
-                  f"peak memory (process tree RSS) {mem.peak / 1e9:.2f} GB (target < 8 GB)")
+            run_big(args, work, levels, k, result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    result["machine"]["load_avg_end"] = os.getloadavg()
+    machine["load_avg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
