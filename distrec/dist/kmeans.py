@@ -29,7 +29,7 @@ class RayPool:
 
     def __init__(self, paths: list[str | Path], num_workers: int, *, column: str = "vector",
                  batch_rows: int = 65_536, normalize_residuals: bool = False, num_cpus: float = 1.0,
-                 use_gpu: bool = False, cluster=None):
+                 num_gpus: float = 0.0, cluster=None):
         from distrec.dist.ray_env import init_ray
 
         if num_workers < 1:
@@ -43,7 +43,7 @@ class RayPool:
             # on a fixed local cluster the extra actors would wait forever for a CPU
             raise ConfigError(f"tokenizer.num_workers={num_workers} needs {num_workers * num_cpus:g} CPUs but the "
                               f"local Ray cluster has {cpus:g}; lower tokenizer.num_workers or raise cluster.num_cpus")
-        remote = ray.remote(num_cpus=num_cpus, num_gpus=1 if use_gpu else 0)(_ShardActor)
+        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(_ShardActor)
         threads = max(1, int(num_cpus))
         self.actors = [remote.remote([str(p) for p in block], column, batch_rows, normalize_residuals, threads)
                        for block in blocks]

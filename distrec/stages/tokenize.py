@@ -42,7 +42,7 @@ def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
         from distrec.dist.kmeans import RayPool
 
         pool = RayPool(paths, tcfg.num_workers, batch_rows=tcfg.batch_rows,
-                       normalize_residuals=tcfg.normalize_residuals, cluster=cluster)
+                       normalize_residuals=tcfg.normalize_residuals, num_gpus=tcfg.gpus_per_worker, cluster=cluster)
     else:
         pool = LocalPool([KMeansWorker(VectorShards(paths, batch_rows=tcfg.batch_rows),
                                        normalize_residuals=tcfg.normalize_residuals)])

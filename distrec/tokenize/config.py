@@ -27,6 +27,7 @@ class FAMAEConfig:
     weight_decay: float = 1e-5
     patience: int = 3  # early stopping on validation Recall/NDCG@10 (all fields of the target masked)
     eval_every: int = 0  # steps between validations; 0 = once per epoch
+    diagnostic_max_users: Optional[int] = None  # test users for the two diagnostics (null = all)
     val_max_users: Optional[int] = 2000
     engine: str = "deepspeed"  # deepspeed | plain
     precision: str = "bf16"
@@ -65,6 +66,7 @@ class TokenizerConfig:
     kmeans_iters: int = 20
     normalize_residuals: bool = False
     num_workers: int = 0  # 0 = single process; > 0 = distributed k-means on Ray
+    gpus_per_worker: float = 0.0  # Ray k-means actors: GPUs each (faiss-gpu assigns on them when installed)
     batch_rows: int = 65_536  # rows per streamed parquet batch inside a k-means worker
     num_shards: int = 4  # output parquet shards of the SID table
     seed: int = 0
