@@ -82,8 +82,8 @@ def _rows(report: dict) -> list[tuple[str, str]]:
             ("max items per SID", str(report["max_items_per_sid"]))]
     if "dedup" in report:
         d = report["dedup"]
-        rows.append(("dedup", f"{d.get('kind')}: {d.get('collisions_after')} collisions after, "
-                              f"{d.get('levels_after')} digits"))
+        rows.append(("dedup: kind / digits / collisions left",
+                     f"{d.get('kind')} / {d.get('levels_after')} / {d.get('collisions_after')}"))
     if "reconstruction" in report:
         r = report["reconstruction"]
         rows.append(("reconstruction rel. MSE", f"{r['relative_mse']:.4f}" if r["relative_mse"] is not None else "-"))
