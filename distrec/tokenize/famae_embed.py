@@ -167,7 +167,7 @@ class FAMAEEmbedder:
         model = build_famae(specs, tables, f)
         model.load_state_dict(torch.load(train_dir / "weights" / "best.pt", map_location="cpu"))
         model.eval()
-        diag = diagnostics(model, sequences, "test", f.max_history)
+        diag = diagnostics(model, sequences, "test", f.max_history, f.diagnostic_max_users)
         diag.update({"split": "test", "best_step": summary.get("model", {}).get("best_step"),
                      "steps": summary["steps"], "train_seconds": round(summary["train_seconds"], 1),
                      "fields": [s.name for s in specs], "dim": int(model.item_representations().shape[1])})

@@ -59,6 +59,7 @@ class FAMAE(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.position.weight, std=0.02)  # same scale as the fields: items must not drown
         for emb in self.embeddings:
             nn.init.normal_(emb.weight, std=0.02)
             with torch.no_grad():
@@ -94,10 +95,16 @@ class FAMAE(nn.Module):
         return self.norm(h[:, -1])
 
     def logits(self, j: int, h: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
-        """sqrt(d) * cos(W_j h, e_v) for every value v (or for `candidates` [C])."""
+        """sqrt(d) * cos(W_j h, e_v) for every value v (or for `candidates` [C]).
+
+        Over the whole vocabulary, value 0 (missing / padding) gets -inf: it is never a target, and
+        its embedding must stay the zero vector the padding positions rely on."""
         table = self.embeddings[j].weight if candidates is None else self.embeddings[j](candidates)
         q = F.normalize(self.heads[j](h).float(), dim=-1)
-        return math.sqrt(self.dim) * q @ F.normalize(table.float(), dim=-1).T
+        logits = math.sqrt(self.dim) * q @ F.normalize(table.float(), dim=-1).T
+        if candidates is None:
+            logits[:, 0] = float("-inf")
+        return logits
 
     # ---------------------------------------------------------------- training
     @staticmethod
@@ -113,7 +120,7 @@ class FAMAE(nn.Module):
         if spec.multi:
             logp = F.log_softmax(self.logits(j, h), -1)
             present = truth > 0
-            nll = -(logp.gather(1, truth) * present).sum(1) / present.sum(1).clamp(min=1)
+            nll = -logp.gather(1, truth).masked_fill(~present, 0.0).sum(1) / present.sum(1).clamp(min=1)
             return nll, present.any(1)
         if spec.vocab > self.sampled_min_vocab:  # sampled softmax: positive + shared uniform negatives
             neg = torch.randint(1, spec.vocab, (self.negatives,), device=h.device)
@@ -163,8 +170,7 @@ class FAMAE(nn.Module):
         return self._top_items(self.encode(seq, mask), k)
 
     def _top_items(self, h, k):
-        scores = self.logits(0, h)
-        scores[:, 0] = float("-inf")  # padding is never an item
+        scores = self.logits(0, h)  # padding (0) is -inf: never recommended
         top = scores.topk(k, dim=1)
         return top.indices, top.values
 
