@@ -40,26 +40,28 @@ def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title
     return _save(fig, path)
 
 
-def frontier_plot(curves: dict, frontier, fit, path, xlabel: str = "training FLOPs",
+def frontier_plot(curves: dict, frontiers: dict, path, xlabel: str = "training FLOPs",
                   ylabel: str = "train loss", title: str = "") -> Path:
-    """Loss-vs-compute curve of every run (`curves[label] = (flops, loss)`), the lower envelope
-    across runs (`frontier = (flops, loss)`) and its power-law fit."""
+    """Loss-vs-compute curve of every run (`curves[label] = (flops, loss)`) and, per group of runs
+    sharing a loss (`frontiers[group] = ((flops, loss) on the lower envelope, fit or None)`), the
+    compute-optimal frontier and its power-law fit."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (label, (x, y)) in enumerate(sorted(curves.items())):
-        ax.plot(x, y, "-", color=f"C{i % 10}", alpha=0.7, label=label)
-    fx, fy = frontier
-    ax.plot(fx, fy, "k.", markersize=5, label="compute-optimal frontier")
-    if fit:
-        grid = np.logspace(np.log10(min(fx)), np.log10(max(fx)), 100)
-        ax.plot(grid, fit(grid), "k--", label=f"frontier fit b={fit.b:.2f}, c={fit.c:.3g}")
+        ax.plot(x, y, "-", color=f"C{i % 10}", alpha=0.6, label=label)
+    for j, (group, ((fx, fy), fit)) in enumerate(sorted(frontiers.items())):
+        marker = "os^vD"[j % 5]
+        ax.plot(fx, fy, "k" + marker, markersize=3, label=f"frontier {group}")
+        if fit:
+            grid = np.logspace(np.log10(min(fx)), np.log10(max(fx)), 100)
+            ax.plot(grid, fit(grid), "k--", linewidth=1, label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     return _save(fig, path)
 
 

@@ -127,36 +127,39 @@ def analyze(sweep_dir: Path, grid_keys: list[str], metric: str = "ndcg@10", loss
             plots.append(name)
     frontier = _frontier(sweep_dir, ok, grid_keys)
     if frontier:
-        frontier_plot(frontier["curves"], frontier["points"], frontier["fit"], sweep_dir / "plots" / "frontier.png",
+        frontier_plot(frontier["curves"], frontier["frontiers"], sweep_dir / "plots" / "frontier.png",
                       title="train loss vs compute: compute-optimal frontier")
         plots.append("frontier.png")
-        fits["frontier: train loss vs FLOPs"] = frontier["fit"].to_dict() if frontier["fit"] else None
+        fits["frontier: train loss vs FLOPs"] = {g: fit.to_dict() for g, (_, fit) in frontier["frontiers"].items() if fit}
     write_json(sweep_dir / "fits.json", fits)
     (sweep_dir / "report.md").write_text(report_markdown(rows, fits, plots, grid_keys, metric))
     return {"rows": rows, "fits": fits, "plots": plots}
 
 
 def _frontier(sweep_dir: Path, ok: list[dict], grid_keys: list[str]):
+    """Every run's loss curve, and per method/backbone (each has its own loss) the lower envelope
+    of those curves over compute with its power-law fit."""
     path = sweep_dir / "curves.parquet"
     if not path.exists() or _spread(ok, "params_non_embedding") < 1.5:
         return None  # an envelope across model sizes needs several sizes
-    table = pq.read_table(path).to_pylist()
     labels = {r["point_id"]: _label(r, grid_keys) for r in ok}  # one curve per run
     if len(set(labels.values())) < len(labels):
         labels = {pid: f"{label} [{pid}]" for pid, label in labels.items()}
-    curves = {}
-    for c in table:
+    groups = {r["point_id"]: _label(r, []) for r in ok}
+    curves, by_group = {}, {}
+    for c in pq.read_table(path).to_pylist():
         if c["flops"] and c["loss"] and c["point_id"] in labels:
-            xs, ys = curves.setdefault(labels[c["point_id"]], ([], []))
-            xs.append(c["flops"])
-            ys.append(c["loss"])
-    if not curves:
-        return None
-    flops = np.concatenate([x for x, _ in curves.values()])
-    loss = np.concatenate([y for _, y in curves.values()])
-    keep = lower_envelope(flops, loss)
-    fit = fit_power_law(flops[keep], loss[keep], DECREASING) if len(keep) >= 3 else None
-    return {"curves": curves, "points": (flops[keep], loss[keep]), "fit": fit}
+            for store, key in ((curves, labels[c["point_id"]]), (by_group, groups[c["point_id"]])):
+                xs, ys = store.setdefault(key, ([], []))
+                xs.append(c["flops"])
+                ys.append(c["loss"])
+    frontiers = {}
+    for group, (flops, loss) in by_group.items():
+        flops, loss = np.array(flops), np.array(loss)
+        keep = lower_envelope(flops, loss)
+        fit = fit_power_law(flops[keep], loss[keep], DECREASING) if len(keep) >= 3 else None
+        frontiers[group] = ((flops[keep], loss[keep]), fit)
+    return {"curves": curves, "frontiers": frontiers} if curves else None
 
 
 def _slug(text: str) -> str:
@@ -189,7 +192,6 @@ def report_markdown(rows, fits, plots, grid_keys, metric) -> str:
     for name, per_label in fits.items():
         if not per_label:
             continue
-        per_label = per_label if "a" not in per_label else {"frontier": per_label}
         for label, f in per_label.items():
             sign = "c - a*X^-b" if f["direction"] == INCREASING else "a*X^-b + c"
             ci = f["ci"].get("b")
