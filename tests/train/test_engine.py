@@ -14,11 +14,8 @@ from train_helpers import losses, rows, train
 
 
 @pytest.fixture(scope="module")
-def runs(prepared, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engine")
-    plain = train(prepared, out / "plain", "engine=plain")
-    ds = train(prepared, out / "ds", "engine=local", "train.checkpoint_every=4")
-    return out, plain, ds
+def runs(local_runs):
+    return local_runs
 
 
 def test_plain_and_deepspeed_give_the_same_losses(runs):
@@ -93,3 +90,19 @@ def test_half_written_checkpoints_are_ignored(runs, tmp_path):
     (latest / "COMPLETE").unlink()  # as if the process died before marking it
     (root / ".step-99.tmp").mkdir()
     assert complete_checkpoints(root)[-1][0] < latest_step
+
+
+def test_engine_settings_that_cannot_work_are_refused_before_any_work():
+    from distrec.config import compose
+    from distrec.train.engine import check_engine_config, plan_batches
+
+    with pytest.raises(Exception, match="zero_stag"):
+        compose(["engine.zero_stag=2"])  # unknown key: the typed schema
+    with pytest.raises(ConfigError, match="num_workers=0"):
+        check_engine_config(compose(["engine=plain", "engine.num_workers=2"]).engine)
+    with pytest.raises(ConfigError, match="zero_stage=3"):
+        check_engine_config(compose(["engine=zero2", "engine.offload_params=true"]).engine)
+    with pytest.raises(ConfigError, match="multiple of"):
+        plan_batches(100, 3)
+    plan = plan_batches(256, 2, 32)
+    assert (plan.micro_batch, plan.accumulation) == (32, 4)

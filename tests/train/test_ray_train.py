@@ -15,34 +15,32 @@ pytestmark = [pytest.mark.ray, pytest.mark.distributed]
 
 
 @pytest.fixture(scope="module")
-def ray_runs(prepared, ray_local, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ray")
-    runs = {
-        "zero0_1w": train(prepared, out / "zero0_1w", "engine=zero0", "engine.num_workers=1"),
-        "zero2_2w": train(prepared, out / "zero2_2w", "engine=zero2"),
-        "zero3_2w": train(prepared, out / "zero3_2w", "engine=zero3"),
-    }
+def ray_runs(prepared, ray_local, local_runs):
+    """2-worker ZeRO-2 and ZeRO-3 runs beside the in-process 1-worker DeepSpeed ZeRO-0 run."""
+    out, _, one = local_runs
+    runs = {"one": one, "zero2_2w": train(prepared, out / "zero2_2w", "engine=zero2"),
+            "zero3_2w": train(prepared, out / "zero3_2w", "engine=zero3")}
     return out, runs
 
 
 def test_one_and_two_workers_give_the_same_losses(ray_runs):
     out, runs = ray_runs
-    one, two, three = (losses(out / name) for name in ("zero0_1w", "zero2_2w", "zero3_2w"))
+    one, two, three = (losses(out / name) for name in ("ds", "zero2_2w", "zero3_2w"))
     assert len(one) == len(two) == 12
     assert two == pytest.approx(one, rel=1e-5, abs=1e-6)
     assert three == pytest.approx(one, rel=1e-4, abs=1e-5)
     assert runs["zero2_2w"]["world_size"] == 2 and runs["zero2_2w"]["micro_batch"] == 32
     # validation ran on both ranks and was reduced over all (200) users
     assert rows(out / "zero2_2w", "valid")[-1]["users"] == 200
-    assert rows(out / "zero2_2w", "valid")[-1]["ndcg@10"] == pytest.approx(rows(out / "zero0_1w", "valid")[-1]["ndcg@10"])
+    assert rows(out / "zero2_2w", "valid")[-1]["ndcg@10"] == pytest.approx(rows(out / "ds", "valid")[-1]["ndcg@10"])
 
 
 def test_zero3_partitions_parameters_and_optimizer_state(ray_runs):
     _, runs = ray_runs
-    full = runs["zero0_1w"]["memory_bytes_per_worker"][0]
+    full = runs["one"]["memory_bytes_per_worker"][0]  # ZeRO-0: the same per worker for any count
     for part in runs["zero3_2w"]["memory_bytes_per_worker"]:
         assert part["param_bytes"] <= 0.55 * full["param_bytes"]
-        assert part["param_optimizer_bytes"] <= 0.75 * full["param_optimizer_bytes"]
+        assert part["param_optimizer_bytes"] <= 0.55 * full["param_optimizer_bytes"]
 
 
 def test_a_killed_worker_is_recovered_and_the_run_matches(prepared, ray_local, ray_runs, tmp_path):
