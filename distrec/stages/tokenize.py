@@ -61,17 +61,18 @@ def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
 def resolve_collisions(codes, kind, q, vectors_of_rows):
     """Apply `tokenizer.dedup`; returns (final codes, codebook sizes, dedup info)."""
     sizes = list(q.codebook_sizes)
-    _, group_sizes, _ = group_rows(codes)
-    before = int(len(codes) - len(group_sizes))
+    groups = group_rows(codes)
+    before = after = int(len(codes) - len(groups[1]))
+    moved = 0
     if kind == "digit":
-        final, digit = add_dedup_digit(codes)
+        final, digit = add_dedup_digit(codes, groups)
         sizes.append(digit)
-        moved = 0
+        after = 0  # unique by construction
     elif kind == "balanced":
         final, moved = reassign_last_level(codes, lambda rows: q.last_level_distances(vectors_of_rows(rows)), sizes[-1])
+        after = int(len(final) - len(np.unique(row_keys(final))))
     else:
-        final, moved = codes, 0
-    after = int(len(final) - len(np.unique(row_keys(final))))
+        final = codes
     if after:
         log.warning("tokenize: %d items share a semantic ID (dedup=%s); use tokenizer.dedup=digit or balanced",
                     after, kind)

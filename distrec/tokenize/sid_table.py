@@ -60,12 +60,13 @@ def group_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return inverse, sizes, rank
 
 
-def add_dedup_digit(codes: np.ndarray) -> tuple[np.ndarray, int]:
+def add_dedup_digit(codes: np.ndarray, groups=None) -> tuple[np.ndarray, int]:
     """Append a digit numbering items that share a code tuple (0 for the first, in item order).
 
+    `groups`: `group_rows(codes)` when the caller already has it (one sort fewer at 10M items).
     Returns (codes [n, L + 1], size of the new digit = the largest group).
     """
-    _, sizes, rank = group_rows(codes)
+    _, sizes, rank = groups if groups is not None else group_rows(codes)
     return np.column_stack([codes, rank]), int(sizes.max(initial=1))
 
 
