@@ -36,19 +36,6 @@ def test_tiger_trains_on_every_prefix(beauty):
     assert hist.tolist() == [[0, 0, 5], [0, 5, 6], [5, 6, 7]] and tgt.tolist() == [6, 7, 8] and rows.tolist() == [0] * 3
 
 
-def test_tiger_length_groups_do_not_change_the_loss(beauty):
-    """Encoding prefixes in groups of similar length is only a speed-up: same loss (no dropout)."""
-    from sid_subset import build_train_index, collate_train
-
-    model = tiny_tiger(sid_table(3, 16), user_tokens=50).eval()
-    index = build_train_index(beauty, 10)
-    batch = collate_train(beauty, index, torch.arange(32).numpy(), 10)
-    model.length_groups = 1
-    one = model(batch)["loss"]
-    model.length_groups = 4
-    torch.testing.assert_close(model(batch)["loss"], one, atol=1e-5, rtol=1e-5)
-
-
 def test_tiger_beam_equals_exhaustive(beauty):
     """A briefly trained model: constrained beam search (width 64) returns the exhaustive top-10
     over all 12,101 items; scores agree to 1e-4 (fp32)."""

@@ -31,14 +31,13 @@ DECODINGS = ("auto", "beam", "exhaustive")
 
 class TIGER(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, user_tokens: int = 0,
-                 beam_width: int = 20, decoding: str = "auto", length_groups: int = 4):
+                 beam_width: int = 20, decoding: str = "auto"):
         super().__init__()
         if decoding not in DECODINGS:
             raise ConfigError(f"decoding='{decoding}' is not available for TIGER; choose one of {list(DECODINGS)}")
         self.sid = SIDVocab(sid_table)
         self.max_history, self.user_tokens = max_history, user_tokens
         self.beam_width, self.decoding = beam_width, decoding
-        self.length_groups = length_groups
         self.embed = nn.Embedding(self.sid.vocab_size + user_tokens, d_model, padding_idx=PAD)
         self.backbone = backbone
         self.head = nn.Linear(d_model, self.sid.vocab_size, bias=False)
@@ -77,17 +76,11 @@ class TIGER(nn.Module):
     def forward(self, batch):
         histories, targets, rows = prefix_windows(batch["input_ids"], batch["target_ids"], self.max_history)
         user_ids = batch["user_ids"][rows] if "user_ids" in batch else None
-        # Prefixes have very different lengths (on Beauty a batch's padded encoder input is ~40%
-        # real tokens): encode them in groups of similar length, each trimmed to its own longest.
-        order = (histories > 0).sum(1).argsort()
-        loss = 0.0
-        for group in order.tensor_split(min(self.length_groups, len(order))):
-            memory, memory_pad = self.encode(histories[group], None if user_ids is None else user_ids[group])
-            h = self.backbone.decode(self.embed(self.decoder_inputs(targets[group])), memory, memory_pad)
-            logits = self.head(h)  # [G, L, V]
-            target_tokens = self.sid.item_tokens[targets[group]]
-            ce = self.sid.digit_cross_entropy(logits.flatten(0, 1), target_tokens.flatten())
-            loss = loss + ce * (len(group) / len(targets))
+        memory, memory_pad = self.encode(histories, user_ids)
+        h = self.backbone.decode(self.embed(self.decoder_inputs(targets)), memory, memory_pad)
+        logits = self.head(h)  # [S, L, V]
+        target_tokens = self.sid.item_tokens[targets]
+        loss = self.sid.digit_cross_entropy(logits.flatten(0, 1), target_tokens.flatten())
         return {"loss": loss, "samples": torch.tensor(float(len(targets)))}
 
     # ------------------------------------------------------------------ inference
