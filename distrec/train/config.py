@@ -32,7 +32,6 @@ class EngineConfig:
     zero_stage: int = 0
     offload_optimizer: bool = False
     offload_params: bool = False
-    zero3_gather: str = "model"  # ZeRO-3: model (whole model per forward; data-dependent models) | module
     precision: str = "bf16"  # fp32 | bf16
     num_workers: int = 1  # Ray Train workers; 0 = run in this process without Ray
     cpus_per_worker: float = 0.5  # fractional: Ray Data reading the shards needs CPU left over

@@ -62,8 +62,6 @@ def check_engine_config(engine_cfg) -> None:
         raise ConfigError(f"engine.zero_stage={engine_cfg.zero_stage} must be 0, 1, 2 or 3")
     if engine_cfg.kind == "plain" and engine_cfg.num_workers > 0:
         raise ConfigError("engine.kind=plain runs in one process: set engine.num_workers=0 (or use engine=plain)")
-    if engine_cfg.zero3_gather not in ("model", "module"):
-        raise ConfigError(f"engine.zero3_gather='{engine_cfg.zero3_gather}' is unknown; choose model or module")
     if engine_cfg.reader not in ("arrow", "ray_data"):
         raise ConfigError(f"engine.reader='{engine_cfg.reader}' is unknown; choose arrow or ray_data")
     if engine_cfg.offload_params and engine_cfg.zero_stage != 3:
@@ -121,31 +119,16 @@ class Engine:
 
             deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
             if self.stage == 3:
-                self._zero3_gathering(model, engine_cfg.zero3_gather)
+                # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so
+                # every rank must run the same modules in the same order (see docs/training.md). Tied
+                # output embeddings are read outside their module: gather them for the whole forward.
+                for module in model.modules():
+                    if isinstance(module, nn.Embedding):
+                        deepspeed.zero.register_external_parameter(model, module.weight)
             self.ds, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer,
                                                     lr_scheduler=self.scheduler,
                                                     config=self.deepspeed_config(engine_cfg))
             self.model = self.ds.module
-
-    @staticmethod
-    def _zero3_gathering(model: nn.Module, mode: str) -> None:
-        """ZeRO-3 gathers a module's parameters with a collective each time the module runs, so every
-        rank must run the same modules in the same order. `model` (default) gathers the whole model
-        once per forward instead (the root becomes a DeepSpeed "leaf module"): safe for models whose
-        module calls depend on the data (SASRec encodes length groups; a rank may see fewer groups,
-        and per-module gathering then deadlocks), at the cost of holding all parameters during
-        forward/backward; storage, gradients and optimizer state stay partitioned. `module` is
-        DeepSpeed's default, for models with a fixed call sequence; tied output embeddings are then
-        gathered for the whole forward ("external parameters")."""
-        import deepspeed
-        from deepspeed.utils import set_z3_leaf_module
-
-        if mode == "model":
-            set_z3_leaf_module(model, True)
-            return
-        for module in model.modules():
-            if isinstance(module, nn.Embedding):
-                deepspeed.zero.register_external_parameter(model, module.weight)
 
     def deepspeed_config(self, engine_cfg) -> dict:
         zero = {"stage": self.stage}
