@@ -117,8 +117,10 @@ def main():
     results["deepspeed_in_process"] = engine_run(args, "local", "engine=local")
     results["ray_deepspeed_1w"] = engine_run(args, "ray", "engine=zero0", "engine.num_workers=1",
                                              "engine.cpus_per_worker=2")
+    # max_history 8: one SASRec length group, the fixed module sequence ZeRO-3 needs (docs/training.md)
     memory = {stage: engine_run(args, f"mem_{stage}", f"engine={stage}", f"model.size={args.memory_size}",
-                                "train.max_steps=3", "train.global_batch_size=16")["memory_bytes_per_worker"]
+                                "model.max_history=8", "train.max_steps=3",
+                                "train.global_batch_size=16")["memory_bytes_per_worker"]
               for stage in ("zero0", "zero3")}
     results["plain_bf16_again"] = plain_loop(args, "bf16")  # load on a shared machine drifts: bracket it
     results["plain_fp32"] = plain_loop(args, "fp32")
