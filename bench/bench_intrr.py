@@ -93,10 +93,10 @@ def main():
         sps = {m: samples / s for m, s in train.items()}
         memory = {m: memory_in_child(backbone, m, args.train_batch, args.train_batches) for m in METHODS}
         growth = {m: memory[m]["train_peak_growth_bytes"] for m in METHODS}
-        print(f"[{backbone}] training samples/s: IntRR {sps['intrr']:.1f}, flat {sps['flat']:.1f} "
+        print(f"[{backbone}] training samples/s: IntRR {sps['intrr']:.3g}, flat {sps['flat']:.3g} "
               f"({sps['intrr'] / sps['flat'] - 1:+.0%}; released {'+75%' if backbone == 'transformer' else '+36%'}); "
               f"peak memory growth: IntRR {growth['intrr'] / 2**20:.0f} MiB, flat {growth['flat'] / 2**20:.0f} MiB "
-              f"({growth['intrr'] / growth['flat'] - 1:+.0%}; released {'-68%' if backbone == 'transformer' else '-7%'})")
+              f"({growth['intrr'] / growth['flat'] - 1:+.0%}; released {'-68%' if backbone == 'transformer' else '-7%'})", flush=True)
         latency = {}
         for width in args.widths:
             for model in models.values():
@@ -105,16 +105,16 @@ def main():
             latency[width] = alternate(fns, args.reps)
             print(f"[{backbone}] beam {width}: IntRR {latency[width]['intrr'] * 1e3:.0f} ms, flat "
                   f"{latency[width]['flat'] * 1e3:.0f} ms per batch of {args.infer_batch} "
-                  f"-> {latency[width]['flat'] / latency[width]['intrr']:.2f}x faster")
+                  f"-> {latency[width]['flat'] / latency[width]['intrr']:.2f}x faster", flush=True)
         result["backbones"][backbone] = {
             "train_samples_per_s": sps, "train_seconds_per_call": train, "samples_per_call": samples,
             "samples_per_s_gain": sps["intrr"] / sps["flat"] - 1, "memory": memory,
             "peak_growth_change": growth["intrr"] / growth["flat"] - 1,
             "latency_s_per_batch": {str(w): v for w, v in latency.items()},
             "speedup_by_width": {str(w): v["flat"] / v["intrr"] for w, v in latency.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))  # after each backbone: slow machines
+        print(f"wrote {args.out}")
 
 
 @torch.no_grad()
