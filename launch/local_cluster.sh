@@ -23,6 +23,8 @@ RAY=${RAY:-$(command -v ray || echo "$(dirname "$0")/../.venv/bin/ray")}
 # jobs run `python` from the PATH of the head: put the environment that holds ray (and distrec) first
 export PATH="$(cd "$(dirname "$RAY")" && pwd):$PATH"
 export RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# the raylet waits this long for its dashboard agent (default ~15 s: too short on a loaded machine)
+export RAY_agent_register_timeout_ms=${RAY_agent_register_timeout_ms:-120000}
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
 
 running() { [[ -f "$DIR/head.pid" ]] && kill -0 "$(cat "$DIR/head.pid")" 2>/dev/null; }
