@@ -11,7 +11,7 @@ Full-catalog ranking of the held-out item of every user with a target in `eval.s
 
 from __future__ import annotations
 
-import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,6 @@ import pyarrow as pa
 from distrec.artifacts import Timer, dir_hash, read_json, staged_output, write_json, write_manifest, write_table
 from distrec.errors import ConfigError
 from distrec.eval.protocol import EvalProtocol
-
-log = logging.getLogger("distrec.evaluate")
 
 
 def _load_sid_table(cfg, info: dict):
@@ -54,7 +52,7 @@ def run(cfg) -> dict:
 
     timer = Timer()
     train_dir = Path(cfg.paths.train)
-    protocol_check = EvalProtocol.from_config(cfg)  # bad eval.* values fail before any loading
+    protocol = EvalProtocol.from_config(cfg)  # bad eval.* values fail before any loading
     with timer("load"):
         info = read_json(train_dir / "model.json")
         sid_table = _load_sid_table(cfg, info)
@@ -64,7 +62,7 @@ def run(cfg) -> dict:
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
         _check_same_data(info, data_hash, data.num_items, cfg)
         sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
-    protocol = EvalProtocol(**{**protocol_check.to_dict(), "data_hash": data_hash, "sid_hash": info.get("sid_hash")})
+    protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"))
 
     max_history = int(info["model"]["max_history"])
     users = len(eval_rows(sequences, protocol.split)[0])
