@@ -55,15 +55,16 @@ def runtime_env(pip: bool = False, env_vars: dict[str, str] | None = None) -> di
     return env
 
 
-def entrypoint(command: list[str]) -> str:
-    """`distrec <stage> ...` -> `python -m distrec <stage> ... cluster=job`; anything else as is."""
+def entrypoint(command: list[str]) -> list[str]:
+    """`distrec <stage> ...` -> `python -m distrec <stage> ... cluster=job`; anything else as is.
+    Kept as separate words: `ray job submit` quotes each one for the job's shell."""
     if not command:
         raise SystemExit("submit.py: no entrypoint given; put the command after `--`")
     if command[0] == "distrec":
         command = ["python", "-m", "distrec", *command[1:]]
         if not any(arg.startswith(("cluster=", "cluster.address=")) for arg in command):
             command.append("cluster=job")
-    return shlex.join(command)
+    return command
 
 
 def ray_cli() -> str:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--entrypoint-num-cpus", str(args.entrypoint_num_cpus)]
     if args.no_wait:
         cmd.append("--no-wait")
-    cmd += ["--", entrypoint(command)]
+    cmd += ["--", *entrypoint(command)]
     if args.dry_run:
         print(shlex.join(cmd))
         return 0

@@ -77,4 +77,4 @@ def test_submit_dry_run_builds_the_runtime_env():
     assert env["working_dir"] == str(REPO) and env["py_modules"] == [str(REPO / "distrec")]
     assert {".venv", "runs", ".git"} <= set(env["excludes"])
     assert any(d.startswith("torch==") for d in env["pip"])
-    assert args[-1] == "python -m distrec train data=beauty cluster=job"
+    assert args[args.index("--") + 1:] == ["python", "-m", "distrec", "train", "data=beauty", "cluster=job"]
