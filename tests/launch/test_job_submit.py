@@ -32,9 +32,9 @@ def head():
            "RAY_DASHBOARD_PORT": str(free_port()), "RAY_CLIENT_PORT": str(free_port()),
            "RAY_AGENT_PORT": str(free_port())}
     script = str(REPO / "launch" / "local_cluster.sh")
-    started = subprocess.run([script, "start", "--num-cpus", "2"], env=env, capture_output=True, text=True,
-                             timeout=300)
     try:
+        started = subprocess.run([script, "start", "--num-cpus", "2"], env=env, capture_output=True, text=True,
+                                 timeout=600)
         assert started.returncode == 0, started.stdout + started.stderr
         yield f"http://127.0.0.1:{env['RAY_DASHBOARD_PORT']}"
     finally:
