@@ -30,8 +30,37 @@ def usage() -> str:
     return USAGE.format(stages="\n".join(f"  {k:<{width}}  {v}" for k, v in STAGES.items()))
 
 
+# Hydra flags that take a value: their value must stay next to them when overrides are regrouped.
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def hydra_argv(stage: str, args: list[str]) -> list[str]:
+    """Flags first, then `stage=<stage>` and the user's overrides as one contiguous run, so
+    `--multirun` (or `--cfg job`) may stand anywhere on the command line."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        if args[i].startswith("-"):
+            takes_value = args[i] in VALUE_FLAGS and i + 1 < len(args)
+            flags += args[i:i + 1 + takes_value]
+            i += 1 + takes_value
+        else:
+            overrides.append(args[i])
+            i += 1
+    return [*flags, f"stage={stage}", *overrides]
+
+
+def absolute_paths(cfg) -> None:
+    """Artifact paths become absolute before any work: Ray workers and subprocesses run elsewhere."""
+    from pathlib import Path
+
+    for key in cfg.paths:
+        cfg.paths[key] = str(Path(cfg.paths[key]).resolve())
+
+
 def run_stage(cfg) -> None:
     """Dispatch to `distrec.stages.<stage>.run(cfg)`; stage modules are imported lazily."""
+    absolute_paths(cfg)
     module = importlib.import_module(f"distrec.stages.{cfg.stage}")
     return module.run(cfg)
 
@@ -60,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             logging.getLogger("distrec").error("%s", e)
             sys.exit(f"distrec {cfg.stage}: error: {e}")
 
-    sys.argv = [f"distrec {stage}", f"stage={stage}", *rest]
+    sys.argv = [f"distrec {stage}", *hydra_argv(stage, rest)]
     _main()
 
 

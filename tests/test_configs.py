@@ -38,3 +38,20 @@ def test_cli_help_lists_stages(capsys):
     out = capsys.readouterr().out
     for stage in ("prepare", "embed", "tokenize", "train", "evaluate", "sweep", "run"):
         assert stage in out
+
+
+def test_cli_keeps_overrides_contiguous_around_flags():
+    from distrec.cli import hydra_argv
+
+    assert hydra_argv("train", ["a=1", "--multirun", "b=2"]) == ["--multirun", "stage=train", "a=1", "b=2"]
+    assert hydra_argv("train", ["--cfg", "job", "a=1"]) == ["--cfg", "job", "stage=train", "a=1"]
+
+
+def test_cli_makes_artifact_paths_absolute(tmp_path, monkeypatch):
+    from distrec.cli import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["name=x"])
+    absolute_paths(cfg)
+    assert cfg.paths.data == str(tmp_path / "runs" / "x" / "data")
+    assert all(str(v).startswith("/") for v in cfg.paths.values())
