@@ -117,6 +117,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     latest = session.latest_checkpoint()
     if latest is not None:
         state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
+        if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
+            state.update(done=False, summary=None)  # a finished run given more steps trains on
     has_valid = len(eval_rows(data, "valid")[0]) > 0
     eval_every = int(t.eval_every or sampler.steps_per_epoch)
     ckpt_every = int(t.checkpoint_every or eval_every)
@@ -175,9 +177,12 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                                         train_time, samples, tokens)
         if improved or state["done"] or step % ckpt_every == 0:
             save(step)
+    if state["summary"] is None:  # resumed at (or past) the last step: nothing left to train
+        state["summary"] = _summary(state, engine, sampler, plan, total_steps, len(index), last_loss,
+                                    train_time, samples, tokens)
     bar.close()
     log.close()
-    return state.get("summary") or {}
+    return state["summary"]
 
 
 def _summary(state, engine, sampler, plan, total_steps, train_samples, last_loss, train_time, samples, tokens):

@@ -26,13 +26,13 @@ def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None
         if e.kind == "deepspeed":
             init_single_process("nccl" if e.use_gpu else "gloo")
         session = LocalSession(train_dir, job.cfg.train.keep_checkpoints, device)
-        train_loop(job, session, job.data)
+        summary = train_loop(job, session, job.data)
         checkpoints = dict(complete_checkpoints(session.root))
         latest = latest_checkpoint(session.root)
     else:
         from distrec.dist.train import run_ray_training
 
         latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
-    summary = dict(read_state(latest).get("summary") or {})
+        summary = dict(read_state(latest).get("summary") or {})
     summary["model"] = export_weights(train_dir, latest, checkpoints, {**(info or {}), **job.identity})
     return summary

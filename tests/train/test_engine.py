@@ -106,3 +106,22 @@ def test_engine_settings_that_cannot_work_are_refused_before_any_work():
         plan_batches(100, 3)
     plan = plan_batches(256, 2, 32)
     assert (plan.micro_batch, plan.accumulation) == (32, 4)
+
+
+def test_a_finished_run_given_more_steps_trains_on(runs, prepared, tmp_path):
+    out, _, ds = runs
+    run_dir = tmp_path / "longer"
+    shutil.copytree(out / "ds", run_dir)
+    longer = train(prepared, run_dir, "engine=local", "train.max_steps=14")
+    assert longer["steps"] == 14 and len(losses(run_dir)) == 14
+
+
+def test_a_run_resumed_at_its_last_step_still_reports_and_exports(runs, prepared, tmp_path):
+    out, _, _ = runs
+    run_dir = tmp_path / "at_end"
+    shutil.copytree(out / "ds", run_dir)
+    for step, d in complete_checkpoints(run_dir / "checkpoints"):
+        if step > 6:
+            shutil.rmtree(d)  # killed after step 6's checkpoint
+    summary = train(prepared, run_dir, "engine=local", "train.max_steps=6")
+    assert summary["steps"] == 6 and (run_dir / "manifest.json").exists()
