@@ -95,15 +95,16 @@ class SASRec(nn.Module):
     def length_groups(self, input_ids: torch.Tensor, *aligned: torch.Tensor):
         """Yield (rows, input_ids[rows], *aligned[rows]) for rows of similar history length, cut to
         that length. Real histories are mostly short with a few long ones: encoding each group at
-        its own width skips most of the padding (rows are independent, so results are the same)."""
+        its own width skips most of the padding (rows are independent, so results are the same).
+        Empty groups are yielded too: every rank then makes the same module calls, which ZeRO-3's
+        parameter gathering (a collective per module call) needs."""
         T = min(input_ids.shape[1], self.max_history)
         lengths = (input_ids[:, -T:] > 0).sum(dim=1)
         lower = -1
         for width in [w for w in GROUP_WIDTHS if w < T] + [T]:
             rows = ((lengths > lower) & (lengths <= width)).nonzero().squeeze(1)
             lower = width
-            if len(rows):
-                yield (rows, input_ids[rows, -width:], *(a[rows, -width:] for a in aligned))
+            yield (rows, input_ids[rows, -width:], *(a[rows, -width:] for a in aligned))
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden state at every kept position [B, T', d] of left-padded histories [B, T]."""
