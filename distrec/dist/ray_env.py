@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+
+log = logging.getLogger("distrec")
+
+# Ray gives a new node a fixed 30 s to register; on a busy machine that fails now and then.
+START_ATTEMPTS = 3
 
 # Keep a local cluster on loopback and send no usage reports (see docs/install.md).
 LOCAL_ENV = {
@@ -32,9 +39,19 @@ def init_ray(cluster=None, **kwargs):
     kwargs.setdefault("num_cpus", getattr(cluster, "num_cpus", None))
     kwargs.setdefault("object_store_memory", getattr(cluster, "object_store_memory", None))
     kwargs.setdefault("include_dashboard", getattr(cluster, "include_dashboard", False))
-    ray.init(
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
-        **kwargs,
-    )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(
+                _node_ip_address="127.0.0.1",
+                runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+                **kwargs,
+            )
+            return ray
+        except Exception as e:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(e) or attempt == START_ATTEMPTS:
+                raise
+            log.warning("local Ray cluster did not start in time (attempt %d of %d; machine busy?): retrying",
+                        attempt, START_ATTEMPTS)
+            ray.shutdown()
+            time.sleep(5)
     return ray
