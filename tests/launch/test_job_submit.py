@@ -4,6 +4,7 @@ job's runtime env, the job joins the cluster with `cluster=job` and trains under
 worker), the job SUCCEEDS, its model evaluates, and the head is stopped."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -54,9 +55,11 @@ def test_submitted_training_job_succeeds(head, tmp_path):
            "engine.num_workers=1", "engine.cpus_per_worker=0.5"]
     done = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), "--address", head, "--", *job],
                           capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
     log = done.stdout[-3000:] + done.stderr[-3000:]
     assert done.returncode == 0, log
-    assert "SUCCEEDED" in log, log
+    # `ray job submit` ends with "Job '<id>' succeeded" (the job status is SUCCEEDED)
+    assert re.search(r"Job '\S+' succeeded|SUCCEEDED", output), log
     assert (tmp_path / "train" / "model.json").exists() and (tmp_path / "train" / "manifest.json").exists()
 
     from distrec.stages.evaluate import run as evaluate
