@@ -10,6 +10,7 @@ log = logging.getLogger("distrec")
 
 # Ray gives a new node a fixed 30 s to register; on a busy machine that fails now and then.
 START_ATTEMPTS = 3
+START_FAILURES = ("timed out during startup", "Failed to start GCS")
 
 # Keep a local cluster on loopback and send no usage reports (see docs/install.md).
 LOCAL_ENV = {
@@ -48,7 +49,7 @@ def init_ray(cluster=None, **kwargs):
             )
             return ray
         except Exception as e:  # Ray raises a bare Exception for this
-            if "timed out during startup" not in str(e) or attempt == START_ATTEMPTS:
+            if not any(m in str(e) for m in START_FAILURES) or attempt == START_ATTEMPTS:
                 raise
             log.warning("local Ray cluster did not start in time (attempt %d of %d; machine busy?): retrying",
                         attempt, START_ATTEMPTS)
