@@ -12,7 +12,7 @@ log = logging.getLogger("distrec")
 START_ATTEMPTS = 3
 START_FAILURES = ("timed out during startup", "Failed to start GCS")
 
-# Keep a local cluster on loopback and send no usage reports (see docs/install.md).
+# Keep a local cluster on loopback and send no usage reports (see README.md and ../shared stack notes).
 LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
