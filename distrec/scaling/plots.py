@@ -30,13 +30,7 @@ def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title
             grid = np.logspace(np.log10(x.min()), np.log10(x.max()), 100)
             ax.plot(grid, fit(grid), "--", color=color, alpha=0.8,
                     label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _log_axes(ax, xlabel, ylabel, title, legend_size=7)
     return _save(fig, path)
 
 
@@ -55,14 +49,19 @@ def frontier_plot(curves: dict, frontiers: dict, path, xlabel: str = "training F
         if fit:
             grid = np.logspace(np.log10(min(fx)), np.log10(max(fx)), 100)
             ax.plot(grid, fit(grid), "k--", linewidth=1, label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
+    _log_axes(ax, xlabel, ylabel, title, legend_size=6)
+    return _save(fig, path)
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    """Log-log axes with labels, a light grid and a small legend (every plot of a sweep report)."""
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6)
-    return _save(fig, path)
+    ax.legend(fontsize=legend_size)
 
 
 def _save(fig, path) -> Path:
