@@ -21,6 +21,21 @@ LOCAL_ENV = {
 }
 
 
+def _agree_on_auth_mode():
+    """Give the processes we start the auth mode this driver already uses.
+
+    Ray reads RAY_AUTH_MODE once per process, the first time anything asks (importing
+    ray.autoscaler is enough). If that happened before we set it, a GCS started with our
+    setting would refuse this very driver ("InvalidAuthToken"), so follow the driver.
+    """
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    mode = "token" if get_authentication_mode() == AuthenticationMode.TOKEN else "disabled"
+    if os.environ["RAY_AUTH_MODE"].lower() != mode:
+        log.warning("Ray in this process already runs with RAY_AUTH_MODE=%s; using it for the local cluster", mode)
+        os.environ["RAY_AUTH_MODE"] = mode
+
+
 def init_ray(cluster=None, **kwargs):
     """Connect to `cluster.address` or start a local cluster on 127.0.0.1; idempotent.
 
@@ -30,6 +45,7 @@ def init_ray(cluster=None, **kwargs):
         os.environ.setdefault(key, value)
     import ray
 
+    _agree_on_auth_mode()
     if ray.is_initialized():
         return ray
     address = getattr(cluster, "address", None)
