@@ -10,7 +10,7 @@
 # `stop` ends only this head (never `ray stop`, which would kill every Ray cluster of the machine).
 # Ports: RAY_PORT (GCS, default 6390), RAY_DASHBOARD_PORT (job server, default 8275),
 # RAY_CLIENT_PORT (20011), RAY_AGENT_PORT (dashboard agent, 52375); change them to run several heads.
-# Ray 2.60 uses token auth: the token is read from (or written to) ~/.ray/auth_token.
+# Ray 2.60 uses token auth: the token is read from ~/.ray/auth_token (`start` creates it if missing).
 set -euo pipefail
 
 PORT=${RAY_PORT:-6390}
@@ -56,6 +56,8 @@ start_once() {
 start() {
   if running; then echo "already running (pid $(cat "$DIR/head.pid")); address http://127.0.0.1:$DASHBOARD_PORT"; return; fi
   mkdir -p "$DIR"
+  # `ray start` refuses token auth without a token (a fresh machine has none): make one if missing
+  "$RAY" get-auth-token --generate >/dev/null
   # Ray gives a starting node 30 s to register; on an overloaded machine that can fail: retry.
   for attempt in 1 2 3; do
     if start_once "$@"; then
