@@ -59,6 +59,7 @@ def test_same_direction_gets_same_code_under_every_parent():
     local_var = local.stats["per_level"][0]["residual_var_given_code"]
     assert gaoq_var < 0.1 * local_var  # an aligned code alone pins the direction; a local one does not
     assert q.stats["per_level"][0]["prefix_ambiguity_bits"] < local.stats["per_level"][0]["prefix_ambiguity_bits"]
+    assert q.stats["per_level"][-1]["prefix_ambiguity_bits"] is None  # one item per leaf: undefined
 
 
 def test_zero_collisions_and_codes_in_range():

@@ -337,7 +337,8 @@ def alignment_stats(x: np.ndarray, codes: np.ndarray) -> dict:
         out.append({
             "level": level,
             "entropy_given_code_bits": 0.5 * math.log2(2 * math.pi * math.e * max(var_code, 1e-30)),
-            "prefix_ambiguity_bits": 0.5 * math.log2(max(var_code, 1e-30) / max(var_prefix, 1e-30)),
+            # undefined where every prefix holds one item (the collision-resolving last level)
+            "prefix_ambiguity_bits": 0.5 * math.log2(max(var_code, 1e-30) / var_prefix) if var_prefix > 0 else None,
             "residual_var_given_code": var_code,
             "residual_var_given_prefix": var_prefix,
         })
