@@ -128,3 +128,26 @@ def test_extra_left_padding_changes_nothing():
     b = batch()
     padded = {**b, "input_ids": torch.nn.functional.pad(b["input_ids"], (4, 0))}
     torch.testing.assert_close(model.digit_logprobs(b), model.digit_logprobs(padded))
+
+
+def test_encoding_each_distinct_item_once_matches_encoding_every_occurrence():
+    """user_states merges each distinct history item once; the result (and the recon loss) must be
+    what merging every occurrence separately gives."""
+    from distrec.models.methods.sid_common import left_aligned_positions
+
+    model = make()
+    b = batch(B=4, L=6)
+    b["input_ids"][1:, :2] = b["input_ids"][0, 3:5]  # repeated items across users
+    states, history = model.user_states(b["input_ids"])
+
+    flat = b["input_ids"].reshape(-1)  # the per-occurrence reference
+    tokens, summary, latents = model.encode_items(flat)
+    blocks = torch.cat([latents, summary.unsqueeze(1)], dim=1) + model.slot_emb
+    x = blocks.view(4, 6 * (K + 1), D)
+    pad = (b["input_ids"] == 0).repeat_interleave(K + 1, dim=1)
+    h = model.backbone(x, mask=acerec_mask(6, K, True), pad=pad, positions=left_aligned_positions(pad))
+    torch.testing.assert_close(states, h.view(4, 6, K + 1, D)[:, :, -1], rtol=1e-5, atol=1e-5)
+
+    real = flat != 0
+    expected = 1 - torch.nn.functional.cosine_similarity(model.recon(latents[real]), tokens[real], dim=-1).mean()
+    torch.testing.assert_close(model.recon_loss(history), expected, rtol=1e-5, atol=1e-6)

@@ -199,15 +199,20 @@ class ACERec(nn.Module):
 
     def user_states(self, input_ids: torch.Tensor, timestamps=None):
         """History [B, L] (left-padded; pass it trimmed of all-padding columns) -> user state after
-        each item [B, L, d], plus the latents and tokens of the history items (for L_Recon)."""
+        each item [B, L, d], plus the distinct history items with their tokens and latents (for L_Recon).
+
+        Each distinct item (padding included) goes through the merger once: a batch of short,
+        left-padded histories repeats items and padding many times, and the merger is a function
+        of the item alone (no dropout), so this is the same computation, gradients included.
+        """
         B, L = input_ids.shape
-        flat = input_ids.reshape(-1)
-        tokens, summary, latents = self.encode_items(flat)
-        slots = [latents]
+        items, inverse = torch.unique(input_ids.reshape(-1), return_inverse=True)
+        tokens, summary, latents = self.encode_items(items)
+        slots = [latents[inverse]]
         if self.intent == "summary":
-            slots.append(summary.unsqueeze(1))
+            slots.append(summary[inverse].unsqueeze(1))
         elif self.intent == "static":
-            slots.append(self.static_intent.expand(flat.shape[0], 1, -1))
+            slots.append(self.static_intent.expand(inverse.shape[0], 1, -1))
         blocks = torch.cat(slots, dim=1) + self.slot_emb  # [B*L, width, d]
         width = blocks.shape[1]
         x = blocks.view(B, L * width, self.d)
@@ -218,7 +223,8 @@ class ACERec(nn.Module):
             kwargs["timestamps"] = timestamps.repeat_interleave(width, dim=1)
         h = self.backbone(x, mask=allowed, pad=pad, **kwargs).view(B, L, width, self.d)
         # The anchor: the intent slot, or (intent=none) the last latent of the block.
-        return h[:, :, -1], tokens, latents
+        history = {"items": items, "inverse": inverse, "tokens": tokens, "latents": latents}
+        return h[:, :, -1], history
 
     def digit_logits(self, states: torch.Tensor) -> torch.Tensor:
         """states [N, d] -> logits [N, m, M]: cosine to the tied digit token embeddings / gamma."""
@@ -233,7 +239,7 @@ class ACERec(nn.Module):
         extra = (batch["timestamps"],) if "timestamps" in batch else ()
         input_ids, target_ids, *extra, _ = trim_left_padding(batch["input_ids"], batch["target_ids"], *extra,
                                                              pad=batch["input_ids"] == PAD)
-        states, tokens, latents = self.user_states(input_ids, extra[0] if extra else None)
+        states, history = self.user_states(input_ids, extra[0] if extra else None)
         labelled = target_ids > 0
         if self.loss_positions == "last":
             labelled = labelled & (torch.arange(labelled.shape[1], device=labelled.device) == labelled.shape[1] - 1)
@@ -247,13 +253,21 @@ class ACERec(nn.Module):
             loss = loss + self.isa_weight * isa
             out["isa"] = isa.detach()
         if self.recon is not None:
-            real = input_ids.reshape(-1) != PAD
-            rec = self.recon(latents[real])
-            recon = 1 - F.cosine_similarity(rec.float(), tokens[real].detach().float(), dim=-1).mean()
+            recon = self.recon_loss(history)
             loss = loss + self.recon_weight * recon
             out["recon"] = recon.detach()
         out["loss"] = loss
         return out
+
+    def recon_loss(self, history: dict) -> torch.Tensor:
+        """1 - mean cosine between the history items' m token embeddings and their reconstruction
+        from the k latents, averaged over every (non-padding) history occurrence."""
+        occurrences = torch.bincount(history["inverse"], minlength=len(history["items"])).float()
+        real = history["items"] != PAD
+        rec = self.recon(history["latents"][real])
+        cos = F.cosine_similarity(rec.float(), history["tokens"][real].detach().float(), dim=-1).mean(-1)
+        weights = occurrences[real]
+        return 1 - (cos * weights).sum() / weights.sum().clamp(min=1.0)
 
     def isa_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """In-batch InfoNCE between intent states and next-item summaries, popularity-corrected.
@@ -271,7 +285,7 @@ class ACERec(nn.Module):
     def digit_logprobs(self, batch) -> torch.Tensor:
         extra = (batch["timestamps"],) if "timestamps" in batch else ()
         input_ids, *extra, _ = trim_left_padding(batch["input_ids"], *extra, pad=batch["input_ids"] == PAD)
-        states, _, _ = self.user_states(input_ids, extra[0] if extra else None)
+        states, _ = self.user_states(input_ids, extra[0] if extra else None)
         return self.digit_logits(states[:, -1]).log_softmax(-1)  # [B, m, M]
 
     @torch.no_grad()
