@@ -154,10 +154,13 @@ class TrainSampler:
 
     Worker `rank` takes micro-batches a*world + rank (a < accumulation steps) of it, so the union
     over workers is the same global batch for any world size. The last partial batch is dropped.
+    With `group_by_length`, the global batch is ordered by history length before it is cut, so a
+    micro-batch of short histories is not padded to the longest history of the whole batch (models
+    trim all-padding columns); the global batch, and so the gradient, stays the same.
     """
 
     def __init__(self, index: TrainIndex, global_batch: int, micro_batch: int, world_size: int,
-                 rank: int, seed: int, weighting: str = "labels"):
+                 rank: int, seed: int, weighting: str = "labels", group_by_length: bool = False):
         if global_batch % (micro_batch * world_size):
             raise ConfigError(f"train.global_batch_size={global_batch} is not a multiple of "
                               f"micro-batch {micro_batch} x {world_size} workers")
@@ -167,7 +170,7 @@ class TrainSampler:
         if weighting not in ("labels", "rows"):
             raise ConfigError(f"train.loss_weighting='{weighting}' is unknown; choose labels or rows")
         self.index, self.gb, self.mb, self.world, self.rank = index, global_batch, micro_batch, world_size, rank
-        self.seed, self.weighting = seed, weighting
+        self.seed, self.weighting, self.group_by_length = seed, weighting, group_by_length
         self.accum = global_batch // (micro_batch * world_size)
         self.steps_per_epoch = len(index) // global_batch
         self._epoch, self._perm = -1, None
@@ -186,6 +189,8 @@ class TrainSampler:
         """This worker's (sample ids, loss weight) for `step`. Weights over all workers' micro-batches
         sum to 1: each micro-batch's share of the global batch's labelled positions (or rows)."""
         ids = self.global_batch(step)
+        if self.group_by_length:  # window end = history length (all windows past max_history are full)
+            ids = ids[np.argsort(self.index.end[ids], kind="stable")]
         if self.weighting == "labels":
             counts = self.index.num_labels[ids].astype(np.float64)
         else:

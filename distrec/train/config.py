@@ -8,6 +8,7 @@ from typing import Optional
 class TrainConfig:
     global_batch_size: int = 256  # micro-batch and accumulation are derived from the world size
     micro_batch_size: Optional[int] = None  # per worker; null = global / world size
+    group_by_length: bool = True  # cut micro-batches from the length-sorted global batch (less padding)
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.98)

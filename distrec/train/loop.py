@@ -107,7 +107,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     model = job.make_model()
     plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
     index = build_train_index(data, cfg.model.max_history)
-    sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, world, rank, cfg.seed, t.loss_weighting)
+    sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, world, rank, cfg.seed, t.loss_weighting,
+                           t.group_by_length)
     total_steps = int(t.max_steps or t.epochs * sampler.steps_per_epoch)
     engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly

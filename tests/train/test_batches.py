@@ -80,6 +80,24 @@ def test_global_batches_do_not_depend_on_the_worker_count(ml100k, world, micro):
         TrainSampler(index, 10 ** 7, 10 ** 7, 1, 0, seed=0)
 
 
+def test_grouping_by_length_keeps_the_global_batch_and_cuts_padding():
+    lengths = np.random.default_rng(0).integers(4, 40, size=600)  # short histories, as on Amazon data
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    data = SequenceData(np.arange(600), np.ones(offsets[-1], dtype=np.int64), offsets,
+                        lengths - 2, lengths - 1)
+    index = build_train_index(data, 50)
+    plain = TrainSampler(index, 256, 32, 1, 0, seed=3)
+    grouped = TrainSampler(index, 256, 32, 1, 0, seed=3, group_by_length=True)
+    for step in (0, 1):
+        a, b = plain.micro_batches(step), grouped.micro_batches(step)
+        assert sorted(np.concatenate([p for p, _ in a])) == sorted(np.concatenate([p for p, _ in b]))
+        assert sum(w for _, w in b) == pytest.approx(1.0)
+        longest = [index.end[p].max() for p, _ in b]
+        assert all(index.end[p].max() <= index.end[q].min() for (p, _), (q, _) in zip(b, b[1:]))  # sorted
+        # the columns micro-batches keep once all-padding columns are trimmed: far fewer when grouped
+        assert sum(longest) < 0.8 * sum(index.end[p].max() for p, _ in a)
+
+
 def test_every_rank_runs_the_same_number_of_eval_batches(ml100k):
     per_rank = [list(eval_batches(ml100k, "valid", 50, 100, rank=r, world_size=3)) for r in range(3)]
     assert len({len(p) for p in per_rank}) == 1
