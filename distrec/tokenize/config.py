@@ -77,6 +77,6 @@ class TokenizerConfig:
     rqvae_epochs: int = 200
     rqvae_lr: float = 1e-3
     rqvae_batch_size: int = 1024
-    rqvae_bf16: bool = True  # bf16 autocast for the MLPs on CPU (AMX); codebook distances stay fp32
+    rqvae_bf16: bool = True  # bf16 autocast for the MLPs on CPU (AVX-512 bf16 / AMX); codebook distances stay fp32
     # GAOQ (ReSID)
     branching: list[int] = field(default_factory=list)  # per level; empty = derived from catalog size

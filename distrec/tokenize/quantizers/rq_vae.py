@@ -4,7 +4,7 @@ loss = ||x - dec(z_q)||^2 + sum_l ||sg(r_l) - e_l||^2 + beta * ||r_l - sg(e_l)||
 level-l residual of the latent and e_l its nearest code; the straight-through estimator copies the
 decoder's gradient to the encoder. Codebooks start from residual k-means on the encoded catalog, and
 codes unused during an epoch are re-initialised to residuals of random items (dead-code restart),
-which is what keeps utilisation high. The MLPs run under bf16 autocast on CPU (AMX); codebook
+which is what keeps utilisation high. The MLPs run under bf16 autocast on CPU (AVX-512 bf16 / AMX); codebook
 distances stay in fp32.
 """
 
