@@ -93,6 +93,16 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
+def skip_shm_comm_build(deepspeed) -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op on CPU.
+
+    Only DeepSpeed's inference all-reduce uses it, but its comm backend builds it on every start:
+    ~50 s of both cores on a fresh machine, and a process killed during the build leaves a lock in
+    ~/.cache/torch_extensions that makes every later start wait forever.
+    """
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -117,6 +127,7 @@ class Engine:
         else:
             import deepspeed
 
+            skip_shm_comm_build(deepspeed)
             deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
             if self.stage == 3:
                 # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so

@@ -125,3 +125,11 @@ def test_a_run_resumed_at_its_last_step_still_reports_and_exports(runs, prepared
             shutil.rmtree(d)  # killed after step 6's checkpoint
     summary = train(prepared, run_dir, "engine=local", "train.max_steps=6")
     assert summary["steps"] == 6 and (run_dir / "manifest.json").exists()
+
+
+def test_deepspeed_starts_without_jit_building_its_shm_op(runs):
+    """The in-process DeepSpeed run above went through the engine: DeepSpeed's comm backend must not
+    have built (or waited on a lock for) its CPU shared-memory op, which training never uses."""
+    import deepspeed.comm.comm as ds_comm
+
+    assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None
