@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from distrec.config import compose
+from distrec.dist.ray_env import apply_local_env
 
 ROOT = Path("runs/bench_engine")
 
@@ -117,7 +118,7 @@ def main():
     ap.add_argument("--memory-size", default="base")
     ap.add_argument("--out", default="bench/results/engine.json")
     args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    apply_local_env()
     prepare(args)
     torch.set_num_threads(2)
     # Alternate the three paths `--repeats` times and compare medians: identical runs on this

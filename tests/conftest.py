@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
+from distrec.dist.ray_env import apply_local_env
+
+apply_local_env()  # before any test module imports Ray (Ray reads these once per process)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DISTREC_DATA", REPO.parent / "shared" / "data"))

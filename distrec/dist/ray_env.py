@@ -21,6 +21,12 @@ LOCAL_ENV = {
 }
 
 
+def apply_local_env() -> None:
+    """Set LOCAL_ENV where the environment does not say otherwise; before Ray is first imported is best."""
+    for key, value in LOCAL_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def _agree_on_auth_mode():
     """Give the processes we start the auth mode this driver already uses.
 
@@ -41,8 +47,7 @@ def init_ray(cluster=None, **kwargs):
 
     `cluster` is a ClusterConfig (or None for defaults); kwargs go to `ray.init`.
     """
-    for key, value in LOCAL_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_local_env()
     import ray
 
     _agree_on_auth_mode()
