@@ -55,3 +55,13 @@ def test_cli_makes_artifact_paths_absolute(tmp_path, monkeypatch):
     absolute_paths(cfg)
     assert cfg.paths.data == str(tmp_path / "runs" / "x" / "data")
     assert all(str(v).startswith("/") for v in cfg.paths.values())
+
+
+def test_every_experiment_decides_history_filtering_explicitly():
+    """The evaluation protocol is part of an experiment: filtering the history moves HR@10 by ~40%
+    on ML-1M, so no experiment may inherit it silently."""
+    import yaml
+
+    for path in sorted((config_dir() / "experiment").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        assert isinstance(spec.get("eval", {}).get("filter_history"), bool), f"{path.name}: set eval.filter_history"

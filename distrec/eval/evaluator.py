@@ -19,6 +19,8 @@ from distrec.eval.metrics import MetricAccumulator, conservative_ranks
 @dataclass
 class Evaluation:
     metrics: MetricAccumulator
+    # with filter_history: the same ranking before the history is removed (papers differ on this)
+    unfiltered: MetricAccumulator | None = None
     # filled when keep_predictions: user_id, target, rank, items [K], scores [K] (one entry per user)
     predictions: dict[str, list] = field(default_factory=dict)
 
@@ -46,11 +48,12 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
     n_real rows count (the rest pad a rank's share so every rank runs the same number of forwards).
 
     The model is asked for max(ks) + 1 items (plus the history width with `filter_history`), so
-    every rank below max(ks) is exact under conservative tie-breaking.
+    every rank below max(ks) is exact under conservative tie-breaking. With `filter_history` the
+    ranking before filtering is accumulated too (`Evaluation.unfiltered`), from the same forward.
     """
     ks = sorted(int(k) for k in ks)
     acc = MetricAccumulator(ks, num_items)
-    out = Evaluation(acc)
+    out = Evaluation(acc, MetricAccumulator(ks, num_items) if filter_history else None)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -67,12 +70,14 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
-            if filter_history:
-                item_ids, scores = drop_history(item_ids, scores, batch["input_ids"])
-                item_ids, scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
             if n_real is not None:
                 batch = {k: v[:n_real] if torch.is_tensor(v) else v for k, v in batch.items()}
                 item_ids, scores = item_ids[:n_real], scores[:n_real]
+            if filter_history:
+                top, top_scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
+                out.unfiltered.update(conservative_ranks(top, top_scores, batch["target"]), top[:, :ks[-1]], seconds)
+                item_ids, scores = drop_history(item_ids, scores, batch["input_ids"])
+                item_ids, scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
             ranks = conservative_ranks(item_ids, scores, batch["target"])
             acc.update(ranks, item_ids[:, :ks[-1]], seconds)
             if keep_predictions:

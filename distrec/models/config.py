@@ -24,6 +24,8 @@ class ModelConfig:
     rel_max_distance: int = 128  # t5: distance of the last bucket
     num_time_buckets: int = 128  # hstu: log time-gap buckets
     kernel: str = "pytorch"  # hstu attention kernel (registry in backbones/hstu.py)
+    init: str = "meta"  # hstu: meta (Meta's research code: bias-free N(0, 0.02) UVQK, xavier output) | torch
+    norm_affine: bool = False  # hstu: learnable layer-norm scale/shift (Meta's: none)
 
 
 @dataclass

@@ -96,6 +96,8 @@ def run(cfg) -> dict:
 
     report = {
         "metrics": metrics,
+        # filter_history: the same ranking with the history left in (papers report either)
+        **({"unfiltered_metrics": result.unfiltered.result()} if result.unfiltered is not None else {}),
         "protocol": protocol.to_dict(),
         "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint),
                   "best_step": info.get("best_step"), "last_step": info.get("last_step"),
@@ -133,6 +135,11 @@ def metrics_table(report: dict) -> str:
              " " * 10 + "".join(f"{'@' + str(k):>9}" for k in ks)]
     for name in ("recall", "ndcg", "coverage"):
         lines.append(f"  {name:<8}" + "".join(f"{m[f'{name}@{k}']:9.4f}" for k in ks))
+    unfiltered = report.get("unfiltered_metrics")
+    if unfiltered:  # history filtered above; the same ranking with it left in
+        for name in ("recall", "ndcg"):
+            lines.append(f"  {name:<8}" + "".join(f"{unfiltered[f'{name}@{k}']:9.4f}" for k in ks)
+                         + "   (history not filtered)")
     lines.append(f"  mrr@{ks[-1]} {m[f'mrr@{ks[-1]}']:.4f}   invalid ids {m['invalid_id_rate']:.4f}   "
                  f"latency {m['latency_ms_per_user']:.3f} ms/user")
     return "\n".join(lines)

@@ -92,11 +92,17 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
     batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
                            cfg.train.val_max_users)
-    result = evaluate(model, batches, ks=ks, num_items=job.num_items, precision=cfg.engine.precision)
-    state = all_reduce(result.metrics.state().to(engine.device)).cpu()
-    result.metrics.load(state)
-    out = result.metrics.result()
-    return {k: v for k, v in out.items() if k.startswith(("ndcg", "recall", "mrr")) or k == "users"}
+    # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
+    result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
+                      precision=cfg.engine.precision)
+    out = {}
+    for prefix, acc in (("", result.metrics), ("unfiltered_", result.unfiltered)):
+        if acc is None:
+            continue
+        acc.load(all_reduce(acc.state().to(engine.device)).cpu())
+        out.update({prefix + k: v for k, v in acc.result().items()
+                    if k.startswith(("ndcg", "recall", "mrr")) or (k == "users" and not prefix)})
+    return out
 
 
 def train_loop(job: TrainJob, session, data: SequenceData) -> dict:

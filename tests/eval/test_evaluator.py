@@ -70,3 +70,17 @@ def test_padding_rows_of_eval_batches_do_not_count():
     out = evaluate(model, [padded, empty], ks=[1], num_items=10, keep_predictions=True)
     assert out.metrics.users == 2 and out.metrics.result()["recall@1"] == 0.5
     assert out.predictions["user_id"] == [0, 1]
+
+
+def test_filtered_evaluation_also_reports_the_unfiltered_ranking():
+    num_items = 30
+    model = FixedScores(torch.arange(num_items + 1, dtype=torch.float).repeat(3, 1))
+    batches = [batch_of([0, 1], [30, 28], [[0, 30], [29, 30]]), batch_of([2], [5], [[0, 1]])]
+    plain = evaluate(model, batches, ks=[1, 5], num_items=num_items)
+    filtered = evaluate(model, batches, ks=[1, 5], num_items=num_items, filter_history=True)
+    assert plain.unfiltered is None
+    def quality(r):
+        return {k: v for k, v in r.items() if not k.startswith("latency")}
+
+    assert quality(filtered.unfiltered.result()) == quality(plain.metrics.result())
+    assert quality(filtered.metrics.result()) != quality(plain.metrics.result())

@@ -22,7 +22,8 @@ def beauty(data_root):
 @pytest.mark.parametrize("backbone", ["transformer", "hstu"])
 def test_flat_loss_decreases_on_beauty(beauty, backbone):
     model = tiny_flat(sid_table(3, 16), backbone)
-    losses = train_losses(model, beauty, max_history=10, steps=25, batch_size=16)
+    # 40 steps: HSTU's default (Meta's) init starts slower than nn.Linear's (~0.75x after 25 steps)
+    losses = train_losses(model, beauty, max_history=10, steps=40, batch_size=16)
     assert losses[-1] < 0.7 * losses[0], losses
 
 

@@ -15,10 +15,12 @@ from distrec.models.blocks.masks import block_causal_mask, causal_mask
 from distrec.models.registry import Catalog, build_model
 
 
-@pytest.mark.parametrize("heads,with_time,block", [(1, False, False), (2, True, False), (2, True, True)])
-def test_vectorised_hstu_matches_loop_reference(heads, with_time, block):
+@pytest.mark.parametrize("heads,with_time,block,init", [(1, False, False, "meta"), (2, True, False, "torch"),
+                                                         (2, True, True, "meta")])
+def test_vectorised_hstu_matches_loop_reference(heads, with_time, block, init):
     torch.manual_seed(heads)
-    model = HSTU(16, 2, heads, dropout=0.3, max_len=12, num_time_buckets=20, linear_dim=6).eval()
+    model = HSTU(16, 2, heads, dropout=0.3, max_len=12, num_time_buckets=20, linear_dim=6, init=init,
+                 norm_affine=init == "torch").eval()
     B, T = 2, 7
     x = torch.randn(B, T, 16)
     pad = torch.zeros(B, T, dtype=torch.bool)

@@ -22,5 +22,5 @@ def build_backbone(model_cfg, max_len: int | None = None):
                                 cfg.rel_buckets, cfg.rel_max_distance, cfg.head_dim)
     if cfg.backbone == "hstu":
         return HSTU(cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.dropout, max_len, cfg.num_time_buckets,
-                    cfg.head_dim, cfg.linear_dim, cfg.kernel)
+                    cfg.head_dim, cfg.linear_dim, cfg.kernel, init=cfg.init, norm_affine=cfg.norm_affine)
     raise ConfigError(f"model.backbone='{cfg.backbone}' has no generic backbone; choose one of {list(BACKBONES)}")

@@ -14,7 +14,13 @@ import torch
 def _layer_norm(x, norm):
     mean = x.mean(-1, keepdim=True)
     var = ((x - mean) ** 2).mean(-1, keepdim=True)
-    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+    y = (x - mean) / torch.sqrt(var + norm.eps)
+    return y if norm.weight is None else y * norm.weight + norm.bias
+
+
+def _linear(x, linear):
+    y = x @ linear.weight.t()
+    return y if linear.bias is None else y + linear.bias
 
 
 def _silu(x):
@@ -33,7 +39,7 @@ def reference_hstu(model, x, allowed, positions=None, timestamps=None):
         H, da, dl = layer.n_heads, layer.attn_dim, layer.linear_dim
         y = torch.empty_like(x)
         for b in range(B):
-            proj = _silu(_layer_norm(x[b], layer.norm_in) @ layer.uvqk.weight.t() + layer.uvqk.bias)
+            proj = _silu(_linear(_layer_norm(x[b], layer.norm_in), layer.uvqk))
             u, v, q, k = proj.split([H * dl, H * dl, H * da, H * da], dim=-1)
             av = torch.zeros(T, H * dl)
             for h in range(H):
@@ -49,6 +55,6 @@ def reference_hstu(model, x, allowed, positions=None, timestamps=None):
                             bucket = min(int(math.floor(math.log(dt) / 0.301)), len(layer.rab_time) - 1)
                             s = s + layer.rab_time[bucket]
                         av[i, h * dl:(h + 1) * dl] += _silu(s) / L * v[j, h * dl:(h + 1) * dl]
-            y[b] = x[b] + (u * _layer_norm(av, layer.norm_attn)) @ layer.out.weight.t() + layer.out.bias
+            y[b] = x[b] + _linear(u * _layer_norm(av, layer.norm_attn), layer.out)
         x = y
     return x

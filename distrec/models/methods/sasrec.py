@@ -6,8 +6,8 @@ original fixed-length formulation. Output item scores reuse the input item embed
 
 Losses (`method.loss`):
 - `softmax`: full cross-entropy over the whole catalog (the strongest; cheap up to ~1e5 items);
-- `sampled_softmax`: the target against `method.num_negatives` uniform negatives shared by the
-  batch (accidental hits masked out);
+- `sampled_softmax`: the target against `method.num_negatives` uniform negatives drawn for every
+  position (accidental hits masked out; distrec/models/blocks/negatives.py);
 - `bce`: the original paper's loss: one uniform negative per position, binary cross-entropy.
 Pure torch: no loops over tokens, works under bf16 autocast.
 """
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distrec.errors import ConfigError
+from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
 
 LOSSES = ("softmax", "sampled_softmax", "bce")
@@ -158,19 +159,12 @@ class SASRec(nn.Module):
             loss = self._bce(h, target)
         return {"loss": loss, "labelled_positions": torch.tensor(float(target.numel()))}
 
-    def _random_items(self, n: int, device) -> torch.Tensor:
-        return torch.randint(1, self.num_items + 1, (n,), device=device)
-
     def _sampled_softmax(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        negatives = self._random_items(self.num_negatives, h.device)  # shared by the batch
-        pos = (h * self.item_emb(target)).sum(-1, keepdim=True)  # [N, 1]
-        neg = h @ self.item_emb(negatives).t()  # [N, M]
-        neg = neg.float().masked_fill(negatives[None, :] == target[:, None], float("-inf"))
-        logits = torch.cat([pos.float(), neg], dim=1) / self.temperature
-        return F.cross_entropy(logits, torch.zeros_like(target))
+        negatives = sample_negatives(target, self.num_negatives, self.num_items)
+        return sampled_softmax_loss(h, target, self.item_emb, negatives, self.temperature)
 
     def _bce(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        negatives = self._random_items(target.shape[0], h.device)
+        negatives = sample_negatives(target, 1, self.num_items)[:, 0]
         pos = (h * self.item_emb(target)).sum(-1).float() / self.temperature
         neg = (h * self.item_emb(negatives)).sum(-1).float() / self.temperature
         keep = negatives != target  # an accidental hit is not a negative
