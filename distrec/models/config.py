@@ -51,7 +51,7 @@ class IntRRConfig:
     hidden: int = 512  # RAN level-MLP hidden width
     temperature: float = 1.0  # RAN softmax temperature
     learn_temperature: bool = False
-    align_weight: float = 0.0  # lambda of L_aln: released config 0, paper > 0
+    align_weight: float = 0.1  # lambda of L_aln: the paper's lambda > 0 (released config 0.0 collapses: docs/intrr.md)
     item_ground_truth: bool = False  # item side follows the Stage-1 SID path instead of its own choices
 
 

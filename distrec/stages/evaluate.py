@@ -93,6 +93,7 @@ def run(cfg) -> dict:
                           filter_history=protocol.filter_history, keep_predictions=True,
                           precision=cfg.engine.precision, progress=cfg.progress, total=-(-users // batch_size))
     metrics = result.metrics.result()
+    metric = info.get("select_metric", "ndcg@10")  # the validation metric that chose the checkpoint
 
     report = {
         "metrics": metrics,
@@ -101,7 +102,8 @@ def run(cfg) -> dict:
         "protocol": protocol.to_dict(),
         "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint),
                   "best_step": info.get("best_step"), "last_step": info.get("last_step"),
-                  "best_val_ndcg@10": info.get("best_val_ndcg@10"), "params": info.get("params"),
+                  "select_metric": metric, f"best_val_{metric}": info.get(f"best_val_{metric}"),
+                  "params": info.get("params"),
                   "model_hash": info.get("model_hash"), "train_dir": str(train_dir.resolve())},
         "device": device,
         "precision": cfg.engine.precision,

@@ -92,6 +92,7 @@ def _param_counts(job) -> dict:
 
 def summary_table(s: dict) -> str:
     gib = 1024 ** 3
+    metric = s.get("select_metric", "ndcg@10")
     mem = s.get("memory_bytes_per_worker") or []
     rss = s.get("peak_rss_bytes_per_worker") or []
     rows = [
@@ -103,7 +104,7 @@ def summary_table(s: dict) -> str:
                    f"({s.get('model', {}).get('non_embedding_params', 0):,} non-embedding)"),
         ("backbone train FLOPs/token", f"{s.get('model', {}).get('train_flops_per_token', 0):.3g}"),
         ("final train loss", f"{s['final_loss']:.4f}"),
-        ("best valid ndcg@10", f"{s.get('best_val_ndcg@10')} at step {s.get('best_step')}"),
+        (f"best valid {metric}", f"{s.get(f'best_val_{metric}')} at step {s.get('best_step')}"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),
         ("tokens/s", f"{s['tokens_per_s']:.0f}" if s.get("tokens_per_s") else "-"),
         ("train time", f"{s['train_seconds']:.1f} s"),

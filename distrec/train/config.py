@@ -9,8 +9,9 @@ class TrainConfig:
     global_batch_size: int = 256  # micro-batch and accumulation are derived from the world size
     micro_batch_size: Optional[int] = None  # per worker; null = global / world size
     group_by_length: bool = True  # cut micro-batches from the length-sorted global batch (less padding)
+    optimizer: str = "adamw"  # adamw (decoupled weight decay) | adam (weight decay added to the gradient)
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # on matrices only (not biases and norms)
     betas: tuple[float, float] = (0.9, 0.98)
     schedule: str = "cosine"  # constant | cosine | inverse_sqrt
     warmup_steps: int = 100
@@ -18,7 +19,8 @@ class TrainConfig:
     epochs: int = 20
     grad_clip: float = 1.0
     eval_every: int = 0  # steps between validations; 0 = once per epoch
-    patience: int = 5  # early stopping on validation NDCG@10 (evaluations without improvement)
+    select_metric: str = "ndcg@10"  # validation metric of the best checkpoint and early stopping: ndcg@K | recall@K
+    patience: int = 5  # early stopping: validations without improvement of select_metric (0 = never)
     checkpoint_every: int = 0  # steps; 0 = at every validation
     log_every: int = 20
     resume: bool = True  # continue from the latest complete checkpoint of the same run

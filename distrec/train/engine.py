@@ -1,6 +1,6 @@
 """The engine: one optimisation step over a global batch, with DeepSpeed ZeRO or plain torch.
 
-This is the only module that imports DeepSpeed. Both kinds share the optimizer (torch AdamW: no
+This is the only module that imports DeepSpeed. Both kinds share the optimizer (torch AdamW or Adam: no
 JIT-compiled DeepSpeed optimizers), the LambdaLR schedule, bf16 autocast and the loss weighting,
 so `engine.kind=plain` and a 1-worker DeepSpeed run give the same losses.
 
@@ -28,6 +28,9 @@ from distrec.train.schedules import lr_multiplier
 
 KINDS = ("deepspeed", "plain")
 PRECISIONS = ("fp32", "bf16")
+# torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
+# Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
 @dataclass
@@ -117,8 +120,10 @@ class Engine:
         self.precision, self.device, self.rank, self.plan = engine_cfg.precision, device, rank, plan
         self.world_size = plan.world_size
         model = model.to(device)
-        self.optimizer = torch.optim.AdamW(_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
-                                           betas=tuple(train_cfg.betas), foreach=False)
+        if train_cfg.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer='{train_cfg.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
+        self.optimizer = OPTIMIZERS[train_cfg.optimizer](_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
+                                                         betas=tuple(train_cfg.betas), foreach=False)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
         self.grad_clip = float(train_cfg.grad_clip or 0.0)

@@ -41,8 +41,9 @@ def export_weights(train_dir: str | Path, latest: Path, checkpoints: dict[int, P
     (train_dir / "weights").mkdir(parents=True, exist_ok=True)
     _copy(latest / WEIGHTS, train_dir / "weights" / "last.pt")
     _copy(best / WEIGHTS, train_dir / "weights" / "best.pt")
+    metric = info.get("select_metric", "ndcg@10")
     info = {**info, "last_step": state["step"], "best_step": best_step if best_step is not None else state["step"],
-            "best_val_ndcg@10": state.get("best_metric")}
+            f"best_val_{metric}": state.get("best_metric")}
     write_json(train_dir / MODEL_JSON, info)
     return info
 

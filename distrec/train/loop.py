@@ -17,11 +17,20 @@ from tqdm import tqdm
 
 from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_train, eval_batches,
                                   eval_rows)
+from distrec.errors import ConfigError
 from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog
 
-SELECT_METRIC = "ndcg@10"  # best checkpoint on validation NDCG@10 (the papers' protocol)
+
+def select_metric(cfg) -> str:
+    """`train.select_metric`, checked against what `validate` reports: Recall/NDCG at eval.ks and 10."""
+    ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
+    allowed = [f"{name}@{k}" for name in ("ndcg", "recall") for k in ks]
+    if cfg.train.select_metric not in allowed:
+        raise ConfigError(f"train.select_metric='{cfg.train.select_metric}' is not a validation metric; "
+                          f"choose one of {allowed} (K comes from eval.ks)")
+    return cfg.train.select_metric
 
 
 @dataclass
@@ -105,9 +114,18 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
     return out
 
 
+def code_usage(engine: Engine) -> dict:
+    """The model's code-usage diagnostic (distinct SID paths / codes per level; few = collapse), for
+    models that have one. Not under ZeRO-3: its partitioned weights are only whole inside the engine."""
+    if not hasattr(engine.model, "code_usage") or (engine.ds is not None and engine.stage == 3):
+        return {}
+    return engine.model.code_usage()
+
+
 def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     """Train until max steps or early stopping; returns the run summary (on every rank)."""
     cfg, t = job.cfg, job.cfg.train
+    metric = select_metric(cfg)
     rank, world = session.rank, session.world_size
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = job.make_model()
@@ -167,7 +185,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         if evaluate_now:
             metrics = validate(engine, job, data, rank, world)
             state["valid"] = metrics
-            value = metrics[SELECT_METRIC]
+            value = metrics[metric]
             improved = state["best_metric"] is None or value > state["best_metric"]
             if improved:
                 state.update(best_metric=value, best_step=step, bad_evals=0)
@@ -175,30 +193,33 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                 state["bad_evals"] += 1
             if t.patience > 0 and state["bad_evals"] >= t.patience:
                 state["done"] = True  # early stopping
-            log.log({"step": step, "split": "valid", **metrics, "best_step": state["best_step"]})
+            usage = code_usage(engine) if rank == 0 else {}
+            log.log({"step": step, "split": "valid", **metrics, **usage, "best_step": state["best_step"]})
             session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
         if step == total_steps:
             state["done"] = True
         if state["done"]:  # the summary travels in the final checkpoint's state.json
-            state["summary"] = _summary(state, engine, sampler, plan, total_steps, len(index), last_loss,
+            state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss,
                                         train_time, samples, tokens)
         if improved or state["done"] or step % ckpt_every == 0:
             save(step)
     if state["summary"] is None:  # resumed at (or past) the last step: nothing left to train
-        state["summary"] = _summary(state, engine, sampler, plan, total_steps, len(index), last_loss,
+        state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss,
                                     train_time, samples, tokens)
     bar.close()
     log.close()
     return state["summary"]
 
 
-def _summary(state, engine, sampler, plan, total_steps, train_samples, last_loss, train_time, samples, tokens):
+def _summary(state, metric, engine, sampler, plan, total_steps, train_samples, last_loss, train_time, samples,
+             tokens):
     """Run summary (collective: every rank calls it). Throughput counts this attempt's steps."""
     rss = all_gather_objects(peak_rss_bytes())
     memory = all_gather_objects(engine.memory_bytes())
     return {
         "steps": state["step"], "total_steps": total_steps, "steps_per_epoch": sampler.steps_per_epoch,
-        "final_loss": last_loss, "best_step": state["best_step"], f"best_val_{SELECT_METRIC}": state["best_metric"],
+        "final_loss": last_loss, "best_step": state["best_step"], "select_metric": metric,
+        f"best_val_{metric}": state["best_metric"],
         "valid": state["valid"], "early_stopped": state["step"] < total_steps,
         "global_batch": plan.global_batch, "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
         "world_size": plan.world_size, "train_seconds": train_time,

@@ -13,13 +13,14 @@ import torch
 from distrec.train.checkpoint import complete_checkpoints, latest_checkpoint, read_state
 from distrec.train.engine import check_engine_config, init_single_process
 from distrec.train.export import export_weights
-from distrec.train.loop import LocalSession, TrainJob, train_loop
+from distrec.train.loop import LocalSession, TrainJob, select_metric, train_loop
 
 
 def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None, info: dict | None = None) -> dict:
     """Train, export train/weights + model.json; returns the run summary."""
     e = job.cfg.engine
     check_engine_config(e)
+    metric = select_metric(job.cfg)
     train_dir = Path(job.train_dir)
     if e.num_workers == 0:
         device = torch.device("cuda", 0) if e.use_gpu else torch.device("cpu")
@@ -34,5 +35,6 @@ def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None
 
         latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
         summary = dict(read_state(latest).get("summary") or {})
-    summary["model"] = export_weights(train_dir, latest, checkpoints, {**(info or {}), **job.identity})
+    summary["model"] = export_weights(train_dir, latest, checkpoints,
+                                      {**(info or {}), **job.identity, "select_metric": metric})
     return summary

@@ -151,3 +151,15 @@ def test_encoding_each_distinct_item_once_matches_encoding_every_occurrence():
     real = flat != 0
     expected = 1 - torch.nn.functional.cosine_similarity(model.recon(latents[real]), tokens[real], dim=-1).mean()
     torch.testing.assert_close(model.recon_loss(history), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_code_usage_shows_predictions_that_ignore_the_history():
+    model = make()
+    model.train()
+    healthy = model.code_usage()
+    assert model.training  # the mode is restored
+    assert healthy["items"] == N_ITEMS and healthy["paths"] >= N_ITEMS // 2 and healthy["codes_min"] > 1
+    model.sid.item_tokens[1:] = model.sid.item_tokens[1]  # every history item reads as item 1
+    collapsed = model.code_usage()
+    assert collapsed["paths"] == collapsed["codes_min"] == 1 and collapsed["codes_mean"] == 1.0
+    assert model.code_usage(probe=10)["items"] == 10

@@ -63,7 +63,7 @@ def test_teacher_forcing_reads_the_true_path_and_free_running_its_own_choice():
 
 def test_rec_loss_is_sum_of_level_cross_entropies():
     table = sid_table()
-    model = make(table)
+    model = make(table, align_weight=0.0)
     b = batch()
     out = model(b)
     states, targets, _, _ = model.encode(b)
@@ -72,7 +72,7 @@ def test_rec_loss_is_sum_of_level_cross_entropies():
     _, logits = model.ran.walk(states[labelled], path)
     expect = sum(F.cross_entropy(lg, path[:, i]) for i, lg in enumerate(logits))
     torch.testing.assert_close(out["loss"], expect)
-    assert "aln" not in out  # released config: lambda = 0
+    assert "aln" not in out  # lambda = 0 (the released config): no L_aln
 
 
 def test_alignment_loss_hand_computed_case():
@@ -116,3 +116,40 @@ def test_extra_left_padding_changes_nothing():
     padded = {k: torch.nn.functional.pad(v, (3, 0)) if v.dim() == 2 else v for k, v in b.items()}
     torch.testing.assert_close(model(b)["loss"], model(padded)["loss"])
     assert torch.equal(model.recommend(b, 5)[0], model.recommend(padded, 5)[0])
+
+
+def test_code_usage_shows_a_collapsed_item_side():
+    model = make(sid_table(num_items=30, sizes=(8, 8)))
+    with torch.no_grad():  # every item the same guide (the uid_proj bias): one path
+        model.uid.weight.zero_()
+    collapsed = model.code_usage()
+    assert collapsed["items"] == 30
+    assert collapsed["paths_l3"] == collapsed["codes_l1"] == collapsed["codes_l2"] == 1
+    with torch.no_grad():  # guides that differ per item: many paths
+        model.uid.weight.normal_()
+        model.uid_proj.bias.zero_()
+    healthy = model.code_usage()
+    assert healthy["paths_l1"] == healthy["codes_l1"] > 1
+    assert healthy["paths_l1"] <= healthy["paths_l2"] <= healthy["paths_l3"] <= 30
+    assert healthy["paths_l3"] >= 15
+    assert model.code_usage(chunk=7) == healthy  # chunking the catalog changes nothing
+
+
+def test_code_usage_counts_the_paths_the_item_side_walks():
+    model = make(sid_table(num_items=30))
+    with torch.no_grad():
+        model.uid.weight.normal_()
+    _, logits = model.walk_items(torch.arange(1, 31))
+    walked = {tuple(int(lg[i].argmax()) for lg in logits) for i in range(30)}
+    usage = model.code_usage()
+    assert usage["paths_l3"] == len(walked)
+    assert usage["paths_l2"] == len({p[:2] for p in walked})
+    assert usage["codes_l2"] == len({p[1] for p in walked})
+
+
+def test_align_weight_defaults_to_the_papers_positive_lambda():
+    from distrec.config import compose
+
+    assert make(sid_table()).align_weight == 0.1
+    assert compose(["method=intrr"]).method.intrr.align_weight == 0.1
+    assert compose(["experiment=intrr_beauty"]).method.intrr.align_weight == 0.1

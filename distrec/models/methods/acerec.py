@@ -289,6 +289,22 @@ class ACERec(nn.Module):
         return self.digit_logits(states[:, -1]).log_softmax(-1)  # [B, m, M]
 
     @torch.no_grad()
+    def code_usage(self, probe: int = 4096) -> dict:
+        """What the model predicts after a one-item history, for up to `probe` catalog items (evenly
+        spaced): distinct top-1 codes per digit (min and mean over the m digits) and distinct top-1
+        IDs. A collapsed model predicts the same codes whatever the history (docs/acerec.md)."""
+        was_training = self.training
+        self.eval()  # no dropout
+        n = self.sid.num_items
+        items = torch.linspace(1, n, min(probe, n), device=self.sub_pos.device).round().long().unique()
+        codes = torch.cat([self.digit_logprobs({"input_ids": chunk[:, None]}).argmax(-1)
+                           for chunk in items.split(1024)])
+        self.train(was_training)
+        per_digit = [len(codes[:, digit].unique()) for digit in range(self.m)]
+        return {"items": len(items), "codes_min": min(per_digit), "codes_mean": sum(per_digit) / self.m,
+                "paths": len(codes.unique(dim=0))}
+
+    @torch.no_grad()
     def recommend(self, batch, k: int):
         """Holistic scoring: item score = sum over digits of the digit log-probs, top-k over the
         catalog (chunked, so a million-item catalog fits); no beam search."""

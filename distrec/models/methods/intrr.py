@@ -11,8 +11,9 @@ User side: the backbone state h replaces u in the same RAN, teacher-forced on th
 during training; at inference a beam search over the levels, masked by the SID table's prefix trie.
 
 L = L_rec + lambda * L_aln: L_rec = sum over levels of CE(user logits, target SID digit);
-L_aln = sum over levels of CE(item-side logits, the history item's Stage-1 digit). The released
-config uses lambda = 0, the paper lambda > 0: both are `method.intrr.align_weight`.
+L_aln = sum over levels of CE(item-side logits, the history item's Stage-1 digit). The paper has
+lambda > 0 (default 0.1, the released model class's default); the released experiment config sets 0,
+and then the item side collapses onto a handful of paths (`code_usage` shows it).
 Pure torch.
 """
 
@@ -81,7 +82,7 @@ class RecursiveAssignmentNetwork(nn.Module):
 class IntRR(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module,
                  d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
-                 learn_temperature: bool = False, align_weight: float = 0.0, item_ground_truth: bool = False,
+                 learn_temperature: bool = False, align_weight: float = 0.1, item_ground_truth: bool = False,
                  beam_width: int = 20):
         super().__init__()
         self.align_weight, self.item_ground_truth, self.beam_width = align_weight, item_ground_truth, beam_width
@@ -104,9 +105,26 @@ class IntRR(nn.Module):
     def item_tokens(self, item_ids: torch.Tensor):
         """Unique items of the batch -> one token each (the fused RAN embedding) + item-side logits."""
         unique, inverse = torch.unique(item_ids, return_inverse=True)
-        path = self.sid.codes[unique] if self.item_ground_truth else None
-        fused, logits = self.ran.walk(self.uid_proj(self.uid(unique)), path)
+        fused, logits = self.walk_items(unique)
         return fused[inverse], unique, logits
+
+    def walk_items(self, item_ids: torch.Tensor):
+        """Items [N] -> the item side's RAN walk from their UID guides: (fused tokens [N, d], logits per level)."""
+        path = self.sid.codes[item_ids] if self.item_ground_truth else None
+        return self.ran.walk(self.uid_proj(self.uid(item_ids)), path)
+
+    @torch.no_grad()
+    def code_usage(self, chunk: int = 65536) -> dict:
+        """The item side's assignment over the whole catalog: distinct codes at each level and distinct
+        paths (code prefixes) through it. Collapse = few paths for many items (docs/intrr.md)."""
+        items = torch.arange(1, self.sid.num_items + 1, device=self.uid.weight.device)
+        codes = torch.cat([torch.stack([lg.argmax(-1) for lg in self.walk_items(items[i:i + chunk])[1]], 1)
+                           for i in range(0, len(items), chunk)])
+        out = {"items": len(items)}
+        for level in range(codes.shape[1]):
+            out[f"codes_l{level + 1}"] = len(codes[:, level].unique())
+            out[f"paths_l{level + 1}"] = len(codes[:, :level + 1].unique(dim=0))
+        return out
 
     def encode(self, batch):
         """History -> backbone states [B, T', d] over the columns that are not padding in every row,
