@@ -88,7 +88,8 @@ def distributed_tokenize(root: Path, emb_root: Path, workers: int, levels: int, 
 
     cfg = compose([f"paths.root={root}", f"paths.embeddings={emb_root}", "progress=false",
                    "tokenizer=rq_kmeans", f"tokenizer.levels={levels}", f"tokenizer.codebook_size={k}",
-                   f"tokenizer.kmeans_iters={iters}", f"tokenizer.num_workers={workers}"])
+                   f"tokenizer.kmeans_iters={iters}", f"tokenizer.num_workers={workers}",
+                   "tokenizer.normalize_residuals=false"])  # plain RQ, as the faiss floor it is compared with
     start = time.perf_counter()
     tokenize.run(cfg)
     total = time.perf_counter() - start

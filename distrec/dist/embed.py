@@ -11,11 +11,11 @@ from distrec.tokenize.embedders import embed_table
 class _EmbedBatch:
     """Ray Data callable: holds the fitted embedder (shipped once per worker)."""
 
-    def __init__(self, embedder, do_normalize: bool):
-        self.embedder, self.do_normalize = embedder, do_normalize
+    def __init__(self, embedder, do_normalize: bool, seed: int):
+        self.embedder, self.do_normalize, self.seed = embedder, do_normalize, seed
 
     def __call__(self, batch):
-        return embed_table(self.embedder, batch, self.do_normalize)
+        return embed_table(self.embedder, batch, self.do_normalize, self.seed)
 
 
 def embed_on_ray(embedder, inputs, out_dir: Path, cfg, cluster=None, progress: bool = True) -> int:
@@ -31,7 +31,7 @@ def embed_on_ray(embedder, inputs, out_dir: Path, cfg, cluster=None, progress: b
     ctx.enable_progress_bars = progress
     step = -(-inputs.num_rows // max(1, cfg.num_shards))
     ds = ray.data.from_arrow([inputs.slice(i, step) for i in range(0, inputs.num_rows, step)])
-    ds = ds.map_batches(_EmbedBatch, fn_constructor_args=(embedder, cfg.normalize), batch_format="pyarrow",
+    ds = ds.map_batches(_EmbedBatch, fn_constructor_args=(embedder, cfg.normalize, cfg.seed), batch_format="pyarrow",
                         batch_size=cfg.batch_size, concurrency=cfg.num_workers, num_cpus=1)
     raw = Path(out_dir).with_name(Path(out_dir).name + ".ray")
     ds.write_parquet(str(raw))

@@ -47,20 +47,18 @@ def run(cfg):
                 embed_on_ray(embedder, inputs, tmp / "item_embeddings", ecfg, cfg.cluster, cfg.progress)
                 table = read_table(tmp / "item_embeddings")
             else:
-                parts = [embed_table(embedder, inputs.slice(i, ecfg.batch_size), ecfg.normalize)
+                parts = [embed_table(embedder, inputs.slice(i, ecfg.batch_size), ecfg.normalize, ecfg.seed)
                          for i in tqdm(range(0, inputs.num_rows, ecfg.batch_size), desc="embed", unit="batch",
                                        disable=not cfg.progress)]
                 table = pa.concat_tables(parts)
                 write_table(table, tmp / "item_embeddings", ecfg.num_shards)
-        vectors = table.column("vector").combine_chunks()
-        dim = vectors.type.list_size
-        norms = np.linalg.norm(vectors.flatten().to_numpy().reshape(-1, dim), axis=1)
-        zero = int((norms == 0).sum())
-        if zero:  # items with no content: reported, never dropped
-            log.warning("embed: %d of %d items have an all-zero vector (no content for %s)", zero, table.num_rows,
-                        ecfg.method)
-        counts = {"items": table.num_rows, "dim": dim, "zero_vectors": zero}
+        dim = table.schema.field("vector").type.list_size
+        no_content = table.filter(table.column("no_content")).column("item_id").to_pylist()
+        if no_content:  # reported, never dropped (they get placeholder_vectors, not zeros)
+            log.warning("embed: %d of %d items have no content for %s (e.g. item ids %s); each got a fixed random "
+                        "unit vector", len(no_content), table.num_rows, ecfg.method, no_content[:10])
+        counts = {"items": table.num_rows, "dim": dim, "no_content": len(no_content)}
         write_manifest(tmp, stage="embed", config=cfg, inputs={"items": dir_hash(data_dir / "items")},
-                       timings=timer.phases, counts=counts)
+                       timings=timer.phases, counts=counts, extra={"no_content_items": no_content[:1000]})
     log.info("embed: %s items x %d dims (%s) -> %s", f"{table.num_rows:,}", dim, ecfg.method, out)
     return out

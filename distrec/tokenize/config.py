@@ -38,6 +38,9 @@ class FAMAEConfig:
 class EmbedConfig:
     method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae (see embedders.EMBEDDERS)
     text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories", "description"])
+    # tfidf: categorical / multi_categorical fields added to the text as one word `<field>_<id>` per value
+    # (ids without readable names, e.g. Beauty's `attributes` = S3-Rec attr_ids); absent fields are skipped
+    attribute_fields: list[str] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)  # method=fields: columns to encode (empty = every non-text field)
     dim: int = 128
     model_path: Optional[str] = None  # sentence-transformers model directory (local, no download)
@@ -60,11 +63,13 @@ class TokenizerConfig:
     codebook_size: int = 256
     num_subspaces: int = 32  # opq/pq: m digits
     opq_iters: int = 50  # opq: rotation/PQ alternations (faiss default 50)
+    pca_dim: int = 0  # opq/pq: PCA to this many dims before quantizing (RPG: 512 = 32 sub-spaces x 16); 0 = none
+    pca_whiten: bool = True  # opq/pq with pca_dim: scale every principal component to unit variance (RPG)
     dedup: str = "digit"  # digit (extra disambiguation digit) | balanced (re-assign last level) | none
     train_items: str = "all"  # all | train (fit on items seen in training sequences only, as RPG)
     points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)
     kmeans_iters: int = 20
-    normalize_residuals: bool = False
+    normalize_residuals: bool = True  # rq_kmeans: L2-normalise each level's input (GRID/IntRR); false = plain RQ
     num_workers: int = 0  # 0 = single process; > 0 = distributed k-means on Ray
     gpus_per_worker: float = 0.0  # Ray k-means actors: GPUs each (faiss-gpu assigns on them when installed)
     batch_rows: int = 65_536  # rows per streamed parquet batch inside a k-means worker

@@ -6,7 +6,7 @@ transforms batches of it. Inputs and outputs are Arrow/numpy only, so a fitted e
 shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or run in-process.
 
 - `tfidf`: TF-IDF over the item's text fields (uni+bigrams, sublinear tf) + truncated SVD. Built in,
-  no downloads.
+  no downloads. `embed.attribute_fields` adds categorical ids as words (`embed=tfidf_all`).
 - `fields`: catalogs without text: categorical ids, multi-valued attributes and numeric columns are
   hashed into a sparse one-hot space (numeric standardised), idf-weighted, then truncated SVD.
 - `sentence_transformer`: a sentence-transformers model from a local directory (`embed.model_path`).
@@ -17,6 +17,7 @@ shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or 
 from __future__ import annotations
 
 import importlib
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -51,15 +52,26 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
 
 
-def text_inputs(data, fields: list[str]) -> pa.Table:
-    """(item_id, text): the item's text fields joined, categorical ids decoded (PreparedData.item_texts)."""
+def text_inputs(data, fields: list[str], attribute_fields: list[str] = ()) -> pa.Table:
+    """(item_id, text): the item's text fields joined, categorical ids decoded (PreparedData.item_texts),
+    then one word `<field>_<id>` per value of each attribute field (ids without readable names, e.g.
+    Beauty's S3-Rec attr_ids: the brand and category path of the 2014 metadata)."""
     present = [f for f in fields if f in data.items.column_names]
-    if not present:
-        raise ConfigError(f"embed.text_fields={list(fields)}: none is a field of the items "
-                          f"(fields: {sorted(data.fields)})", )
+    attributes = [f for f in attribute_fields if f in data.items.column_names]
+    if not present and not attributes:
+        raise ConfigError(f"embed.text_fields={list(fields)} / embed.attribute_fields={list(attribute_fields)}: "
+                          f"none is a field of the items (fields: {sorted(data.fields)})", )
     texts = data.item_texts(present)
+    for name in attributes:
+        if not data.fields.get(name, "").endswith("categorical"):
+            raise ConfigError(f"embed.attribute_fields: '{name}' is a {data.fields.get(name)} field; list "
+                              "categorical or multi_categorical fields (text fields go in embed.text_fields)")
+        word = re.sub(r"\W", "_", name)
+        for row, ids in enumerate(data.items.column(name).to_pylist()):
+            words = [f"{word}_{v}" for v in (ids if isinstance(ids, list) else [ids]) if v]  # id 0 = missing
+            texts[row] = " ".join([texts[row], *words]).strip()
     if not any(t.strip() for t in texts):
-        raise DataError(f"every item has empty text in {present}", data.directory,
+        raise DataError(f"every item has empty text in {present + attributes}", data.directory,
                         hint="pick other embed.text_fields, or use embed=fields for catalogs without text")
     return pa.table({"item_id": data.items.column("item_id"), "text": pa.array(texts, pa.string())})
 
@@ -78,7 +90,7 @@ class TfidfEmbedder:
         self.cfg = cfg
 
     def inputs(self, data) -> pa.Table:
-        return text_inputs(data, self.cfg.text_fields)
+        return text_inputs(data, self.cfg.text_fields, self.cfg.attribute_fields)
 
     def fit(self, inputs: pa.Table):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -224,14 +236,32 @@ class ColumnEmbedder:
         return vectors_from_arrow(items.column(self.cfg.column), f"items column '{self.cfg.column}'")
 
 
-def embed_table(embedder, items: pa.Table, do_normalize: bool) -> pa.Table:
-    """(item_id, vector fixed_size_list<float32>) for a batch of items."""
+def placeholder_vectors(item_ids: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """A unit vector per item, random but fixed by (seed, item id): the vector of an item with no content.
+
+    An all-zero vector would put every such item on one point, so all of them would share one semantic
+    ID (hundreds of items under one prefix on a large catalog); a random direction gives each one an
+    ordinary, if meaningless, code. The same item gets the same vector in any batch or worker."""
+    x = np.stack([np.random.default_rng([seed, int(i)]).standard_normal(dim) for i in item_ids])
+    return normalize(x)
+
+
+def embed_table(embedder, items: pa.Table, do_normalize: bool, seed: int = 0) -> pa.Table:
+    """(item_id, vector fixed_size_list<float32>, no_content bool) for a batch of items.
+
+    Items whose embedding is all zero (no text, no attribute) get `placeholder_vectors` and
+    `no_content = true`, so the stage can report them."""
     x = embedder.transform(items)
     if not np.isfinite(x).all():
         row = int(np.flatnonzero(~np.isfinite(x).all(1))[0])
         raise DataError(f"the {type(embedder).__name__} produced a NaN/inf vector for item "
                         f"{items.column('item_id')[row].as_py()}", hint="check that item's fields")
+    empty = ~x.any(axis=1)
+    if empty.any():
+        x = x.copy()  # transform may return a read-only view (embed=column)
+        x[empty] = placeholder_vectors(items.column("item_id").to_numpy()[empty], x.shape[1], seed)
     if do_normalize:
         x = normalize(x)
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1])
-    return pa.table({"item_id": items.column("item_id").cast(pa.int64()), "vector": vectors})
+    return pa.table({"item_id": items.column("item_id").cast(pa.int64()), "vector": vectors,
+                     "no_content": pa.array(empty)})

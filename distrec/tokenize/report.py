@@ -79,6 +79,7 @@ def _rows(report: dict) -> list[tuple[str, str]]:
             ("codebook sizes", "x".join(map(str, report["codebook_sizes"][:4]))
              + ("..." if len(report["codebook_sizes"]) > 4 else "")),
             ("collision rate (before dedup)", f"{report['collision_rate']:.4%}"),
+            ("items in collisions (before dedup)", f"{report['items_in_collisions']:.4%}"),
             ("max items per SID", str(report["max_items_per_sid"]))]
     if "dedup" in report:
         d = report["dedup"]

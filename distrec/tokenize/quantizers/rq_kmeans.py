@@ -1,5 +1,12 @@
 """RQ-KMeans: residual k-means (GRID/IntRR "RK-Means"). Level l clusters the residual left by levels < l.
 
+With `normalize_residuals` (`tokenizer.normalize_residuals`, true by default as GRID's rkmeans config,
+which IntRR's SIDs use; the class argument defaults to plain RQ, which RQ-VAE's initialisation needs)
+every level's input is L2-normalised before it is clustered: the item vector at level 0, then each
+residual. Without it a level's centroids are pulled towards the items the levels before fitted worst
+(largest residuals); normalised, every item's residual direction counts the same. There is then no
+additive decoder (the norms are not kept), so the report has no reconstruction error.
+
 Training and assignment are `distrec.cluster.kmeans` (sampled Lloyd on faiss); `fit_pool` runs them
 over a pool of shard workers (in-process or Ray actors), `fit`/`encode` over an in-memory array.
 """
