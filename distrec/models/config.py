@@ -69,7 +69,7 @@ class MethodConfig:
     beam_width: int = 20  # beam search width (raised to k when k is larger)
     decoding: str = "auto"  # auto | beam | exhaustive (tiger/flat_decoder); auto | holistic | graph (rpg)
     user_tokens: int = 0  # tiger: hashed user-id buckets, one token after the history (paper: 2000); 0 = none
-    rpg_embd_dropout: float = 0.5  # rpg: dropout on the mean-pooled item embeddings (GPT-2 embd_pdrop)
+    rpg_embd_dropout: float = 0.5  # rpg: dropout on item (mean-pooled) + position embeddings (GPT-2 embd_pdrop)
     rpg_attn_dropout: float = 0.5  # rpg: attention dropout (GPT-2 attn_pdrop); model.dropout = residual
     rpg_graph_edges: int = 200  # rpg graph decoding: neighbours per item
     rpg_graph_beams: int = 20  # rpg graph decoding: beams (raised to k when k is larger)

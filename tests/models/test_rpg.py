@@ -1,19 +1,35 @@
-"""RPG on a real Beauty subset: loss decreases, zero-init heads start as identity, holistic scoring
-equals the per-item brute-force sum, graph decoding returns real items."""
+"""RPG on a real Beauty subset: loss decreases, zero-init heads start as identity, the batched loss is
+RPG's definition row by row, every head and digit gets a gradient, holistic scoring equals the
+per-item brute-force mean, graph decoding returns real items; the backbone is set up as the released
+code's GPT-2 and rpg_beauty runs the released schedule."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sid_subset import beauty_subset, eval_batch, sid_table, train_losses
 
 from distrec.config import compose
+from distrec.data.batches import build_train_index, collate_train
 from distrec.models.registry import Catalog, build_model
 
 
-def tiny_rpg(table, decoding="auto"):
+def tiny_rpg(table, decoding="auto", *overrides):
     cfg = compose(["method=rpg", "model=transformer", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
                    "model.d_ff=64", "model.dropout=0.0", "model.max_history=20", "method.rpg_embd_dropout=0.1",
-                   "method.rpg_attn_dropout=0.1", f"method.decoding={decoding}", "method.rpg_graph_edges=30"])
+                   "method.rpg_attn_dropout=0.1", f"method.decoding={decoding}", "method.rpg_graph_edges=30",
+                   *overrides])
     return build_model(cfg.model, cfg.method, Catalog(table.num_items, table))
+
+
+def windows(data, max_history: int, n: int = 12) -> dict:
+    """n first windows (every position labelled, left-padded) and n later ones (newest position only)."""
+    index = build_train_index(data, max_history)
+    ids = np.concatenate([np.flatnonzero(index.label_all)[:n], np.flatnonzero(~index.label_all)[:n]])
+    assert len(ids) == 2 * n
+    return collate_train(data, index, ids, max_history)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +49,64 @@ def test_rpg_loss_decreases_on_beauty(beauty, table):
     assert torch.equal(heads(h), h.unsqueeze(1).expand(5, 8, 32))  # zero-init residual heads
     losses = train_losses(model, beauty, max_history=20, steps=15, batch_size=16, lr=1e-2)
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_rpg_loss_is_its_definition_row_by_row(beauty, table):
+    """The batched loss equals RPG's loss computed one unpadded history at a time: at each labelled
+    position t, the mean over digits d of the CE of the next item's code d under
+    cos(head_d(h_t), e_{d,c}) / temperature (e tied to the input table). Guards the padding trim, the
+    positions (0 at each history's first item), which positions are labelled and the target alignment."""
+    model = tiny_rpg(table).eval()  # no dropout: the same function both ways
+    with torch.no_grad():  # heads away from the identity
+        model.heads.weight.normal_(0, 0.1)
+        model.heads.bias.normal_(0, 0.1)
+    batch = windows(beauty, 20)
+    codes = torch.as_tensor(table.codes)
+    code_emb = F.normalize(model.code_embeddings(), dim=-1)  # [m, M, D]
+    terms = []
+    with torch.no_grad():
+        for inputs, targets in zip(batch["input_ids"], batch["target_ids"]):
+            items, targets = inputs[inputs > 0], targets[inputs > 0]
+            h = model.backbone(model.tokens(model.sid.item_tokens[items]).mean(1)[None])[0]
+            for t in torch.nonzero(targets).flatten():
+                states = h[t] + F.silu(h[t] @ model.heads.weight + model.heads.bias)  # [m, D]
+                logits = torch.einsum("md,mcd->mc", F.normalize(states, dim=-1), code_emb) / model.temperature
+                terms.append(F.cross_entropy(logits, codes[targets[t]]))
+        loss = model(batch)["loss"]
+    assert len(terms) == int((batch["target_ids"] > 0).sum()) > 24
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+
+
+def test_rpg_gradient_reaches_every_head_and_digit(beauty, table):
+    model = tiny_rpg(table)
+    model(windows(beauty, 20))["loss"].backward()
+    assert (model.heads.weight.grad.flatten(1).norm(dim=1) > 0).all()  # zero-init heads still learn
+    start = int(model.sid.offsets[0])
+    per_digit = model.tokens.weight.grad[start:start + 8 * 32].view(8, -1).norm(dim=1)
+    assert (per_digit > 0).all()
+    assert model.backbone.pos.weight.grad.norm() > 0
+
+
+def test_rpg_backbone_is_set_up_as_gpt2(table):
+    """The released RPG runs HF GPT2Model: N(0, 0.02) weights, zero biases, residual projections
+    N(0, 0.02 / sqrt(2 n_layers)); embd_pdrop drops item and position embeddings together."""
+    model = tiny_rpg(table)
+    block = model.backbone.blocks[0]
+    assert abs(float(block.attn.qkv.weight.detach().std()) - 0.02) < 0.002 and not block.attn.qkv.bias.any()
+    assert abs(float(block.ff[2].weight.detach().std()) - 0.02 / math.sqrt(2)) < 0.002
+    dropped = tiny_rpg(table, "auto", "method.rpg_embd_dropout=1.0", "method.rpg_attn_dropout=0.0").train()
+    h, _ = dropped.hidden(torch.tensor([[0, 5, 7, 9], [3, 4, 5, 6]]))
+    assert torch.allclose(h, h[:1, -1:].expand_as(h))  # no input left, positions included: one state
+
+
+def test_rpg_beauty_runs_the_released_schedule():
+    """RPG's default.yaml with the Beauty README's lr: AdamW betas (0.9, 0.999), no weight decay, lr 0.01,
+    linear warmup over 10,000 steps then cosine, 150 epochs of batch 256, clip 1.0, validation once
+    per epoch, patience 20 epochs."""
+    t = compose(["experiment=rpg_beauty"]).train
+    assert (t.lr, list(t.betas), t.weight_decay, t.schedule, t.warmup_steps, t.epochs) == \
+        (0.01, [0.9, 0.999], 0.0, "cosine", 10000, 150)
+    assert (t.global_batch_size, t.grad_clip, t.eval_every, t.patience) == (256, 1.0, 0, 20)
 
 
 def test_rpg_holistic_is_brute_force_mean(beauty, table):

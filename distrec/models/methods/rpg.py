@@ -3,7 +3,9 @@ parallel.
 
 - Each history item is the mean of its m token embeddings (one shared table `tokens`, digit d code c
   at row offsets[d] + c), fed to a GPT-2-style TransformerDecoder (RPG: d 448, 2 layers, 4 heads,
-  d_ff 1024, embedding dropout 0.5, attention dropout 0.5, residual dropout 0 = `model.dropout`).
+  d_ff 1024) set up as the released code's HF GPT2Model: GPT-2's initialisation, dropout 0.5 on the
+  item + position embeddings (embd_pdrop) and on attention probabilities (attn_pdrop), residual
+  dropout 0 (resid_pdrop = `model.dropout`).
 - m parallel heads, one per digit: x + SiLU(W_d x) with W_d zero-initialised (identity at start).
 - Digit d's logits: cos(head_d(h), token embedding of each code of digit d) / temperature — tied to
   the input table, L2-normalised, temperature 0.03 (`method.temperature`).
@@ -15,6 +17,8 @@ parallel.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +43,21 @@ class DigitHeads(nn.Module):
         return h.unsqueeze(1) + F.silu(torch.einsum("sd,mde->sme", h, self.weight) + self.bias)
 
 
+def gpt2_init(backbone: nn.Module) -> None:
+    """GPT-2's initialisation (the released RPG's GPT2Model): Linear weights N(0, 0.02), biases 0, and
+    the projections back into the residual stream N(0, 0.02 / sqrt(2 n_layers))."""
+    for module in backbone.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    for block in backbone.blocks:
+        for proj in (block.attn.out, block.ff[2]):
+            nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks)))
+
+
 class RPG(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 50, temperature: float = 0.03,
-                 embd_dropout: float = 0.5, decoding: str = "auto", graph_edges: int = 200, graph_beams: int = 20,
-                 graph_steps: int = 3):
+                 decoding: str = "auto", graph_edges: int = 200, graph_beams: int = 20, graph_steps: int = 3):
         super().__init__()
         if decoding not in DECODINGS:
             raise ConfigError(f"decoding='{decoding}' is not available for RPG; choose one of {list(DECODINGS)}")
@@ -55,8 +70,8 @@ class RPG(nn.Module):
         self.graph_edges, self.graph_beams, self.graph_steps = graph_edges, graph_beams, graph_steps
         self.tokens = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)
         nn.init.normal_(self.tokens.weight, std=0.02)
-        self.embd_dropout = nn.Dropout(embd_dropout)
         self.backbone = backbone
+        gpt2_init(backbone)
         self.heads = DigitHeads(self.digits, d_model)
         self._graph = None  # (adjacency) cached for the current weights
 
@@ -69,11 +84,14 @@ class RPG(nn.Module):
         if dims.backbone != "transformer":
             raise ConfigError(f"method=rpg runs on model.backbone=transformer (got '{dims.backbone}')")
         backbone = build_backbone(dims)
-        for block in backbone.blocks:  # GPT-2's attn_pdrop differs from its residual dropout
+        # GPT-2's three dropouts: embd_pdrop on item + position embeddings (the backbone's input
+        # dropout), attn_pdrop on attention probabilities, resid_pdrop (model.dropout) on the blocks
+        backbone.drop.p = method_cfg.rpg_embd_dropout
+        for block in backbone.blocks:
             block.attn.dropout = method_cfg.rpg_attn_dropout
         return cls(catalog.sid_table, backbone, dims.d_model, dims.max_history, method_cfg.temperature,
-                   method_cfg.rpg_embd_dropout, method_cfg.decoding, method_cfg.rpg_graph_edges,
-                   method_cfg.rpg_graph_beams, method_cfg.rpg_graph_steps)
+                   method_cfg.decoding, method_cfg.rpg_graph_edges, method_cfg.rpg_graph_beams,
+                   method_cfg.rpg_graph_steps)
 
     def train(self, mode: bool = True):
         if mode:
@@ -91,7 +109,7 @@ class RPG(nn.Module):
         items = input_ids[:, -self.max_history:]
         items, pad = trim_left_padding(items, pad=items == PAD)
         x = self.tokens(self.sid.item_tokens[items]).mean(2)  # [B, T, D]: mean of the m token embeddings
-        h = self.backbone(self.embd_dropout(x), pad=pad, positions=left_aligned_positions(pad))
+        h = self.backbone(x, pad=pad, positions=left_aligned_positions(pad))
         return h, items
 
     def digit_logits(self, h):
