@@ -13,7 +13,7 @@ Initialisation (`init`): "meta" follows Meta's research code (`research/modeling
 the U/V/Q/K projection is a bias-free N(0, 0.02) matrix, the output projection xavier-uniform, and
 both layer norms have no learnable scale or shift (`norm_affine=False`, eps 1e-6). "torch" keeps
 nn.Linear's defaults (Kaiming-uniform with bias) and learnable norms. On ML-1M, Meta's init reached
-1.3-2x the validation HR@10 of "torch" over the first 4 epochs (docs/parity.md).
+1.3-2x the validation HR@10 of "torch" over the first 4 epochs (issue 12; docs/parity.md, "What changed in distrec").
 """
 
 import math
