@@ -146,6 +146,9 @@ def collate_train(data: SequenceData, index: TrainIndex, sample_ids: np.ndarray,
     }
     if data.timestamps is not None:
         batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
+        # the time of each position's next item (the target's for the newest): HSTU's time-gap bias
+        # measures from it, as Meta's code does (at serving time it is the request time)
+        batch["next_timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))
     return batch
 
 
@@ -225,6 +228,9 @@ def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_hist
     }
     if data.timestamps is not None:
         batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
+        # the time of each position's next item (the target's for the newest): HSTU's time-gap bias
+        # measures from it, as Meta's code does (at serving time it is the request time)
+        batch["next_timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))
     return batch
 
 

@@ -65,6 +65,7 @@ class MethodConfig:
     temperature: float = 1.0
     normalize: bool = False  # L2-normalised embeddings (HSTU retrieval)
     in_batch_negatives: bool = False  # hstu_retrieval: the batch's targets (up to num_negatives) as extra negatives
+    query_time: str = "next"  # hstu_retrieval: time-gap bias from the next item's time (Meta) | current
     # semantic-ID generation (tiger, flat_decoder, rpg)
     beam_width: int = 20  # beam search width (raised to k when k is larger)
     decoding: str = "auto"  # auto | beam | exhaustive (tiger/flat_decoder); auto | holistic | graph (rpg)

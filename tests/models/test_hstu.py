@@ -98,3 +98,20 @@ def test_hstu_retrieval_learns_on_real_ml1m_users(data_root):
     assert ids.shape == (8, 10) and scores.shape == (8, 10)
     assert ((ids >= 1) & (ids <= 3706)).all()
     assert (scores[:, :-1] >= scores[:, 1:]).all() and (scores <= 1.0 + 1e-5).all()  # sorted cosines
+
+
+def test_query_timestamps_replace_the_queries_times_only():
+    """query_timestamps move the time-gap bias of each query; keys keep their own times."""
+    torch.manual_seed(0)
+    model = HSTU(16, 1, 1, max_len=8, num_time_buckets=40).eval()
+    with torch.no_grad():
+        model.layers[0].rab_time.copy_(torch.linspace(-1, 1, 41))  # make the time term visible
+    x = torch.randn(1, 4, 16)
+    ts = torch.tensor([[0, 100, 10_000, 1_000_000]])
+    nxt = torch.tensor([[100, 10_000, 1_000_000, 5_000_000]])
+    with torch.no_grad():
+        same = model(x, timestamps=ts, query_timestamps=ts)
+        moved = model(x, timestamps=ts, query_timestamps=nxt)
+        torch.testing.assert_close(same, model(x, timestamps=ts))
+        assert not torch.allclose(moved, same)
+        assert not torch.allclose(moved, model(x, timestamps=nxt))  # keys keep their own times

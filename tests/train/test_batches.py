@@ -36,6 +36,17 @@ def test_eval_batches_hold_out_the_target_and_left_pad():
     assert b["input_ids"].tolist() == [[0, 0, 1, 2, 3]] and b["target"].tolist() == [4]
 
 
+def test_batches_carry_each_positions_next_item_time():
+    """HSTU's time-gap bias measures from the next item's time (Meta's code): in training the
+    target's, in evaluation the held-out item's for the newest position."""
+    t = table([[1, 2, 3, 4, 5]], [3], [4]).append_column("timestamps", pa.array([[10, 20, 30, 40, 50]]))
+    data = SequenceData.from_arrow(t)
+    b = collate_train(data, build_train_index(data, 3), np.array([0]), 3)
+    assert b["timestamps"].tolist() == [[0, 10, 20]] and b["next_timestamps"].tolist() == [[0, 20, 30]]
+    b = collate_eval(data, *eval_rows(data, "test"), 3)
+    assert b["timestamps"].tolist() == [[20, 30, 40]] and b["next_timestamps"].tolist() == [[30, 40, 50]]
+
+
 def test_bad_sequences_are_named():
     with pytest.raises(DataError, match="valid_pos"):
         SequenceData.from_arrow(table([[1, 2]], [5], [1]))

@@ -103,11 +103,14 @@ class HSTULayer(nn.Module):
 
 
 class HSTU(nn.Module):
-    """forward(x, mask=None, pad=None, timestamps=None, cache=None, positions=None) -> h [B,T,D].
+    """forward(x, mask=None, pad=None, timestamps=None, cache=None, positions=None, query_timestamps=None)
+    -> h [B,T,D].
 
     Same masks as TransformerDecoder (allowed [T,T]/[B,T,T], default causal; pad [B,T]). Padding
-    keys get zero attention. `timestamps` [B,T] (unix seconds) add the time-gap bias. `positions`
-    ([T] or [B,T]) feed the learned absolute embedding and the relative position bias.
+    keys get zero attention. `timestamps` [B,T] (unix seconds) add the time-gap bias between query
+    and key times; `query_timestamps` [B,T], when given, are the queries' times instead (HSTU
+    retrieval passes each position's next-item time, as Meta's code). `positions` ([T] or [B,T])
+    feed the learned absolute embedding and the relative position bias.
     """
 
     uses_timestamps = True  # methods pass `timestamps=` only to backbones that take them
@@ -137,7 +140,7 @@ class HSTU(nn.Module):
     def init_cache(self, capacity: int = 64) -> KVCache:
         return KVCache(self.n_layers, capacity)
 
-    def forward(self, x, mask=None, pad=None, timestamps=None, cache=None, positions=None):
+    def forward(self, x, mask=None, pad=None, timestamps=None, cache=None, positions=None, query_timestamps=None):
         B, T, _ = x.shape
         past = cache.length if cache is not None else 0
         if positions is None:
@@ -145,7 +148,8 @@ class HSTU(nn.Module):
                 raise ValueError(f"{past + T} positions exceed max_len={self.max_len}; raise the backbone's max_len")
             positions = torch.arange(past, past + T, device=x.device)
         positions = positions.unsqueeze(0) if positions.dim() == 1 else positions  # [1|B, T]
-        q_pos, k_pos, q_times, k_times, key_pad = positions, positions, timestamps, timestamps, pad
+        q_times = timestamps if query_timestamps is None else query_timestamps
+        q_pos, k_pos, k_times, key_pad = positions, positions, timestamps, pad
         if cache is not None:
             k_pos = cache.extend_seq("positions", positions.expand(B, T))
             key_pad = cache.extend_seq("pad", pad if pad is not None else torch.zeros(B, T, dtype=torch.bool, device=x.device))

@@ -25,15 +25,21 @@ from distrec.models.backbones.hstu import HSTU
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
 
+QUERY_TIMES = ("next", "current")  # the time a position's time-gap bias measures from
+
 
 class HSTURetrieval(nn.Module):
     def __init__(self, num_items: int, d_model: int = 50, n_layers: int = 2, n_heads: int = 1, dropout: float = 0.2,
                  max_history: int = 200, num_negatives: int = 128, temperature: float = 0.05,
                  in_batch_negatives: bool = False, num_time_buckets: int = 128, attn_dim: int | None = None,
-                 linear_dim: int | None = None, kernel: str = "pytorch", init: str = "meta", norm_affine: bool = False):
+                 linear_dim: int | None = None, kernel: str = "pytorch", init: str = "meta", norm_affine: bool = False,
+                 query_time: str = "next"):
         super().__init__()
         if num_negatives < 1:
             raise ConfigError(f"method.num_negatives={num_negatives} must be >= 1 for hstu_retrieval")
+        if query_time not in QUERY_TIMES:
+            raise ConfigError(f"method.query_time='{query_time}' is unknown; choose one of {list(QUERY_TIMES)}")
+        self.query_time = query_time
         self.num_items, self.max_history, self.d_model = num_items, max_history, d_model
         self.num_negatives, self.temperature, self.in_batch = num_negatives, temperature, in_batch_negatives
         self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0)
@@ -50,19 +56,26 @@ class HSTURetrieval(nn.Module):
                    dropout=dims.dropout, max_history=dims.max_history, num_negatives=method_cfg.num_negatives,
                    temperature=method_cfg.temperature, in_batch_negatives=method_cfg.in_batch_negatives,
                    num_time_buckets=dims.num_time_buckets, attn_dim=dims.head_dim, linear_dim=dims.linear_dim,
-                   kernel=dims.kernel, init=dims.init, norm_affine=dims.norm_affine)
+                   kernel=dims.kernel, init=dims.init, norm_affine=dims.norm_affine,
+                   query_time=method_cfg.query_time)
 
-    def encode(self, input_ids: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, input_ids: torch.Tensor, timestamps: torch.Tensor | None = None,
+               next_timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden state after every position [B, T, D] of left-padded histories (normalise to get
-        the user embedding)."""
+        the user embedding). With `method.query_time=next` the time-gap bias of position i measures
+        from the time of the item after it (`next_timestamps`: the target's, or the request time),
+        as Meta's `RelativeBucketedTimeAndPositionBasedBias` does; `current` from item i's own time."""
         input_ids = input_ids[:, -self.max_history:]
         if timestamps is not None:
             timestamps = timestamps[:, -self.max_history:]
+        query_times = None
+        if timestamps is not None and self.query_time == "next" and next_timestamps is not None:
+            query_times = next_timestamps[:, -self.max_history:]
         T = input_ids.shape[1]
         pad = input_ids == 0
         positions = torch.arange(self.max_history - T, self.max_history, device=input_ids.device)
         x = self.item_emb(input_ids) * math.sqrt(self.d_model)
-        return self.backbone(x, pad=pad, timestamps=timestamps, positions=positions)
+        return self.backbone(x, pad=pad, timestamps=timestamps, positions=positions, query_timestamps=query_times)
 
     def item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalised item vectors of `ids` (all items with None). When more ids are asked than the
@@ -82,7 +95,7 @@ class HSTURetrieval(nn.Module):
     def forward(self, batch: dict) -> dict:
         input_ids = batch["input_ids"][:, -self.max_history:]
         target_ids = batch["target_ids"][:, -self.max_history:]
-        hidden = self.encode(input_ids, batch.get("timestamps"))
+        hidden = self.encode(input_ids, batch.get("timestamps"), batch.get("next_timestamps"))
         labelled = target_ids > 0
         u, target = F.normalize(hidden[labelled].float(), dim=-1), target_ids[labelled]  # [N, D], [N]
         negatives = sample_negatives(target, self.num_negatives, self.num_items)
@@ -92,7 +105,8 @@ class HSTURetrieval(nn.Module):
     @torch.no_grad()
     def score_all(self, batch: dict) -> torch.Tensor:
         """Cosine score of every item after each history [B, num_items + 1] (padding column -inf), fp32."""
-        user = F.normalize(self.encode(batch["input_ids"], batch.get("timestamps"))[:, -1].float(), dim=-1)
+        hidden = self.encode(batch["input_ids"], batch.get("timestamps"), batch.get("next_timestamps"))
+        user = F.normalize(hidden[:, -1].float(), dim=-1)
         with torch.autocast(user.device.type, enabled=False):
             scores = user @ self.item_vectors().t()
         scores[:, 0] = float("-inf")
