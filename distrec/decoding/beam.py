@@ -13,7 +13,9 @@ The prefix trie (`SIDTable.trie().children`) keeps every beam on a path that end
 `children[l][node, code]` is the child node (or -1), and at the last level the item id. Each beam
 carries its trie node; disallowed codes get -inf before the top-k, so no invalid ID is ever emitted.
 Scores are sums of per-level log-softmax over that level's codes (normalised before masking), which
-is exactly the teacher-forced log-likelihood the exhaustive scorer computes.
+is exactly the teacher-forced log-likelihood the exhaustive scorer computes. With `renormalise` each
+level's softmax runs over the beam's valid codes only (the released IntRR's beam search): a code that
+is its prefix's only child then costs nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ NEG_INF = float("-inf")
 
 
 @torch.no_grad()
-def constrained_beam_search(step, reorder, batch_size: int, children: list[torch.Tensor], beam_width: int, k: int):
+def constrained_beam_search(step, reorder, batch_size: int, children: list[torch.Tensor], beam_width: int, k: int,
+                            renormalise: bool = False):
     """Return (item_ids [B, k] int64, scores [B, k] float32), best first.
 
     Rows whose catalog has fewer than k reachable items are padded with item 0 and score -inf.
@@ -41,8 +44,11 @@ def constrained_beam_search(step, reorder, batch_size: int, children: list[torch
         width = nodes.shape[1]
         logits = step(level, prev_codes)
         num_codes = logits.shape[-1]
-        logp = torch.log_softmax(logits.float(), dim=-1).view(B, width, num_codes)
         allowed = children[level][nodes] >= 0  # [B, width, K]
+        logits = logits.float().view(B, width, num_codes)
+        if renormalise:
+            logits = logits.masked_fill(~allowed, NEG_INF)
+        logp = torch.log_softmax(logits, dim=-1)
         total = torch.where(allowed, beam_scores.unsqueeze(-1) + logp, NEG_INF)
         keep = min(beam_width, width * num_codes)
         beam_scores, flat = total.view(B, width * num_codes).topk(keep, dim=1)

@@ -53,6 +53,9 @@ class IntRRConfig:
     learn_temperature: bool = False
     align_weight: float = 0.1  # lambda of L_aln: the paper's lambda > 0 (released config 0.0 collapses: docs/intrr.md)
     item_ground_truth: bool = False  # item side follows the Stage-1 SID path instead of its own choices
+    renormalise_beam: bool = True  # beam: each level's softmax over the valid children only, as released
+    align_average: str = "occurrence"  # L_aln over every history item of every labelled prefix (released) | item
+    init: str = "released"  # released: UID table and codebooks N(0, 1) | distrec: N(0, 0.02), N(0, 1/d)
 
 
 @dataclass

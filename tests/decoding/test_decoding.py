@@ -106,6 +106,37 @@ def test_beam_matches_exhaustive():
     torch.testing.assert_close(narrow_scores, exact, atol=1e-5, rtol=0)
 
 
+def test_renormalised_beam_matches_exhaustive_over_valid_children():
+    """renormalise=True (released IntRR): each level's softmax runs over the prefix's valid children;
+    the widest beam then returns the exhaustive top-10 of that score, which differs from the default's."""
+    codes, sizes = toy_catalog()
+    children = make_trie(codes, sizes)
+    model = ToyDecoder(sizes)
+    codes_t = torch.from_numpy(codes[1:])
+    h, total = model.user.unsqueeze(1).expand(-1, len(codes_t), -1), torch.zeros(len(model.user), len(codes_t))
+    nodes = torch.zeros(len(codes_t), dtype=torch.long)
+    for level in range(len(sizes)):
+        if level:
+            h = torch.tanh(h + model.emb[level - 1][codes_t[:, level - 1]])
+        logits = (h @ model.out[level].T).masked_fill(children[level][nodes] < 0, float("-inf"))
+        total += torch.log_softmax(logits, -1).gather(2, codes_t[:, level].expand_as(total).unsqueeze(-1)).squeeze(-1)
+        nodes = children[level][nodes, codes_t[:, level]]
+    ex_scores, ex_ids = total.topk(10, dim=1)
+    wide = max(c.shape[0] * c.shape[1] for c in children)
+    state = {"h": model.user.clone()}
+
+    def step(level, prev):
+        if prev is not None:
+            state["h"] = torch.tanh(state["h"] + model.emb[level - 1][prev])
+        return state["h"] @ model.out[level].T
+
+    ids, scores = constrained_beam_search(step, lambda rows: state.update(h=state["h"][rows]), len(model.user),
+                                          children, wide, 10, renormalise=True)
+    assert torch.equal(ids, ex_ids + 1)
+    torch.testing.assert_close(scores, ex_scores, atol=1e-5, rtol=0)
+    assert not torch.equal(ids, model.beam(children, width=wide, k=10)[0])
+
+
 def test_beam_masks_forbidden_codes():
     """A model that prefers a code no item has must still return only real items."""
     codes, sizes = toy_catalog(num_items=40)

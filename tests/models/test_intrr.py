@@ -47,6 +47,18 @@ def test_straight_through_forward_is_hard_code_and_gradient_reaches_soft_mixture
     assert soft_grad.abs().sum() > 0
 
 
+def test_straight_through_codebook_gradient_is_the_soft_mixtures():
+    """As released (z = pC + (C[argmax] - pC).detach()): the codebook gets the soft mixture's gradient,
+    every code by its probability, not a lookup's gradient on the selected row alone."""
+    ran = RecursiveAssignmentNetwork([5], D)
+    guide, g = torch.randn(3, D), torch.randn(3, D)
+    fused, _ = ran.walk(guide)
+    (fused * g).sum().backward()
+    C = ran.codebooks[0]
+    soft = (guide @ C.T / ran.temperature()).softmax(-1) @ C
+    torch.testing.assert_close(C.grad, torch.autograd.grad((soft * g).sum(), C)[0])
+
+
 def test_teacher_forcing_reads_the_true_path_and_free_running_its_own_choice():
     ran = RecursiveAssignmentNetwork([4, 4, 4], D)
     guide = torch.randn(6, D)
@@ -87,6 +99,23 @@ def test_alignment_loss_hand_computed_case():
     torch.testing.assert_close(out["loss"], out["rec"] + 0.5 * out["aln"])
 
 
+def test_alignment_loss_averages_over_every_history_item_of_every_prefix():
+    """As released (every prefix is a row): L_aln is the mean over the labelled prefixes' history items,
+    so an item counts once per prefix it is in; align_average=item counts each distinct item once."""
+    model = make(sid_table(), align_weight=0.1)
+    b = batch()
+    items = torch.unique(b["input_ids"][b["input_ids"] > 0])
+    with torch.no_grad():
+        _, logits = model.walk_items(items)
+    per_item = dict(zip(items.tolist(), sum(F.cross_entropy(lg, model.sid.codes[items, level], reduction="none")
+                                            for level, lg in enumerate(logits)).tolist()))
+    occurrences = [per_item[int(i)] for row, tgt in zip(b["input_ids"], b["target_ids"])
+                   for t in range(len(tgt)) if tgt[t] > 0 for i in row[:t + 1] if i > 0]
+    torch.testing.assert_close(model(b)["aln"], torch.tensor(np.mean(occurrences), dtype=torch.float32))
+    model.align_average = "item"
+    torch.testing.assert_close(model(b)["aln"], torch.tensor(np.mean(list(per_item.values())), dtype=torch.float32))
+
+
 @pytest.mark.parametrize("beam", [10, 25])
 def test_prefix_masking_never_yields_an_invalid_sid(beam):
     table = sid_table(num_items=30)
@@ -96,6 +125,27 @@ def test_prefix_masking_never_yields_an_invalid_sid(beam):
     assert ids.shape == (4, 10)
     assert all(int(i) in valid for i in ids.flatten())
     assert torch.all(scores[:, :-1] >= scores[:, 1:])  # best first
+
+
+def test_renormalised_beam_scores_each_level_over_the_valid_children():
+    """renormalise_beam (released IntRR): an item's score is the sum over levels of log-softmax over its
+    prefix's valid children; the default normalises over every code."""
+    model = make(sid_table(num_items=30), beam_width=40, renormalise_beam=True).eval()
+    b = batch()
+    ids, scores = model.recommend(b, k=5)
+    with torch.no_grad():
+        guide = model.encode(b)[0][:, -1].repeat_interleave(5, 0)
+        path = model.sid.codes[ids.reshape(-1)]
+        _, logits = model.ran.walk(guide, path)
+    nodes, total = torch.zeros(len(path), dtype=torch.long), torch.zeros(len(path))
+    for level, lg in enumerate(logits):
+        children = model.sid.trie_children[level][nodes]
+        logp = torch.log_softmax(lg.masked_fill(children < 0, float("-inf")), -1)
+        total += logp.gather(1, path[:, level:level + 1]).squeeze(1)
+        nodes = children.gather(1, path[:, level:level + 1]).squeeze(1)
+    torch.testing.assert_close(scores.reshape(-1), total, atol=1e-5, rtol=0)
+    model.renormalise_beam = False
+    assert not torch.allclose(model.recommend(b, k=5)[1], scores)
 
 
 def test_training_reduces_loss():
@@ -153,3 +203,24 @@ def test_align_weight_defaults_to_the_papers_positive_lambda():
     assert make(sid_table()).align_weight == 0.1
     assert compose(["method=intrr"]).method.intrr.align_weight == 0.1
     assert compose(["experiment=intrr_beauty"]).method.intrr.align_weight == 0.1
+
+
+def test_alignment_average_and_beam_default_to_the_released_and_reject_unknown_values():
+    from distrec.config import compose
+    from distrec.errors import ConfigError
+
+    assert compose(["method=intrr"]).method.intrr.align_average == "occurrence"
+    assert compose(["method=intrr"]).method.intrr.renormalise_beam
+    with pytest.raises(ConfigError, match="align_average"):
+        make(sid_table(), align_average="position")
+    with pytest.raises(ConfigError, match="init"):
+        make(sid_table(), init="xavier")
+
+
+def test_released_init_scales():
+    """init=released (the default): UID table and codebooks N(0, 1), torch's defaults in the released code."""
+    table = sid_table(num_items=400, sizes=(64, 64))
+    ours, theirs = make(table, init="distrec"), make(table)
+    std = lambda w: float(w.detach().std())  # noqa: E731
+    assert abs(std(ours.uid.weight[1:]) - 0.02) < 0.002 and abs(std(ours.ran.codebooks[0]) - D ** -0.5) < 0.03
+    assert abs(std(theirs.uid.weight[1:]) - 1.0) < 0.05 and abs(std(theirs.ran.codebooks[0]) - 1.0) < 0.1

@@ -3,17 +3,18 @@ history item is ONE token, and the next item's SID is decoded level by level fro
 
 Item side (methods.md §3.1): u = Linear(UID embedding); level 1 input is u, level l > 1 input is
 MLP_l([code vector chosen at l-1 ; u]); logits against the level's codebook / tau; straight-through
-selection (hard code forward, soft mixture gradient); the item token is the sum of its selected code
-vectors. Because u drives the walk, items sharing a Stage-1 SID may get different tokens
-("redistribution"); the Stage-1 SID is only a soft target through L_aln.
+selection (hard code forward, the soft mixture's gradient, the codebook's included); the item token
+is the sum of its selected code vectors. Because u drives the walk, items sharing a Stage-1 SID may
+get different tokens ("redistribution"); the Stage-1 SID is only a soft target through L_aln.
 
 User side: the backbone state h replaces u in the same RAN, teacher-forced on the target's true path
 during training; at inference a beam search over the levels, masked by the SID table's prefix trie.
 
 L = L_rec + lambda * L_aln: L_rec = sum over levels of CE(user logits, target SID digit);
-L_aln = sum over levels of CE(item-side logits, the history item's Stage-1 digit). The paper has
-lambda > 0 (default 0.1, the released model class's default); the released experiment config sets 0,
-and then the item side collapses onto a handful of paths (`code_usage` shows it).
+L_aln = sum over levels of CE(item-side logits, the history item's Stage-1 digit), averaged as
+released over every history item of every labelled prefix (`align_average=item`: each distinct item
+once). The paper has lambda > 0 (default 0.1, the released model class's default); the released
+experiment config sets 0, and then the item side collapses onto a handful of paths (`code_usage`).
 Pure torch.
 """
 
@@ -24,18 +25,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from distrec.decoding.beam import constrained_beam_search
+from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
+
+
+def count_paths(codes: torch.Tensor) -> dict:
+    """Codes [N, L] chosen for N items -> items, distinct codes at each level and distinct paths (code
+    prefixes) through it."""
+    out = {"items": len(codes)}
+    for level in range(codes.shape[1]):
+        out[f"codes_l{level + 1}"] = len(codes[:, level].unique())
+        out[f"paths_l{level + 1}"] = len(codes[:, :level + 1].unique(dim=0))
+    return out
+
+
+def history_counts(input_ids: torch.Tensor, target_ids: torch.Tensor, unique: torch.Tensor) -> torch.Tensor:
+    """How often each of the sorted ids `unique` is a history item of a labelled prefix: position j of a
+    window is in the history of every labelled target at j or later (the released L_aln averages over
+    these occurrences; every prefix is a row there)."""
+    prefixes = (target_ids > 0).flip(1).cumsum(1).flip(1) * (input_ids > 0)
+    return torch.zeros(len(unique), device=unique.device).index_add_(
+        0, torch.searchsorted(unique, input_ids.reshape(-1)), prefixes.reshape(-1).float())
 
 
 class RecursiveAssignmentNetwork(nn.Module):
     """Codebooks C_l [K_l, d] and the per-level input MLPs, shared by the item and user sides."""
 
     def __init__(self, codebook_sizes: list[int], d: int, hidden: int = 512, temperature: float = 1.0,
-                 learn_temperature: bool = False):
+                 learn_temperature: bool = False, codebook_std: float | None = None):
         super().__init__()
-        self.codebooks = nn.ParameterList(nn.Parameter(torch.randn(size, d) * d ** -0.5) for size in codebook_sizes)
+        std = d ** -0.5 if codebook_std is None else codebook_std  # default: unit-norm code vectors
+        self.codebooks = nn.ParameterList(nn.Parameter(torch.randn(size, d) * std) for size in codebook_sizes)
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(2 * d, hidden), nn.ReLU(), nn.Linear(hidden, d)) for _ in codebook_sizes[1:])
         log_tau = torch.tensor(float(temperature)).log()
@@ -70,9 +92,12 @@ class RecursiveAssignmentNetwork(nn.Module):
         fused, prev, all_logits = 0, None, []
         for level in range(self.levels):
             logits = self.logits(level, self.level_input(level, guide, prev))
+            codebook = self.codebooks[level]
             soft = logits.float().softmax(-1)
-            hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
-            selected = (hard + soft - soft.detach()).to(self.codebooks[level].dtype) @ self.codebooks[level]
+            soft_code, hard_code = soft.to(codebook.dtype) @ codebook, codebook[soft.argmax(-1)]
+            # value: the hard code; gradient: the soft mixture's, to the logits and to every code row
+            # (as released; a one-hot @ C would send the codebook's gradient to the selected row only)
+            selected = soft_code + (hard_code - soft_code).detach()
             fused = fused + selected
             prev = self.code_vectors(level, path[:, level]) if path is not None else selected
             all_logits.append(logits)
@@ -83,14 +108,25 @@ class IntRR(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module,
                  d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
                  learn_temperature: bool = False, align_weight: float = 0.1, item_ground_truth: bool = False,
-                 beam_width: int = 20):
+                 beam_width: int = 20, renormalise_beam: bool = True, align_average: str = "occurrence",
+                 init: str = "released"):
         super().__init__()
+        for key, value, choices in (("align_average", align_average, ("occurrence", "item")),
+                                    ("init", init, ("distrec", "released"))):
+            if value not in choices:
+                raise ConfigError(f"method.intrr.{key}='{value}' is unknown; choose one of {list(choices)}")
         self.align_weight, self.item_ground_truth, self.beam_width = align_weight, item_ground_truth, beam_width
+        self.renormalise_beam, self.align_average = renormalise_beam, align_average
         self.sid = SIDVocab(sid_table)  # codes + the prefix trie for constrained beam search
         self.uid = nn.Embedding(self.sid.num_items + 1, uid_dim, padding_idx=PAD)
-        nn.init.normal_(self.uid.weight, std=0.02)
+        # released: torch's defaults, UID table and codebooks N(0, 1), so u = uid_proj(UID) is mostly the
+        # item's own; from std 0.02 the uid_proj bias dominates u and the item side starts collapsed
+        # (164 paths for Beauty's 12,101 items; docs/parity.md)
+        released = init == "released"
+        nn.init.normal_(self.uid.weight, std=1.0 if released else 0.02)
         self.uid_proj = nn.Linear(uid_dim, d_model)
-        self.ran = RecursiveAssignmentNetwork(self.sid.codebook_sizes, d_model, hidden, temperature, learn_temperature)
+        self.ran = RecursiveAssignmentNetwork(self.sid.codebook_sizes, d_model, hidden, temperature, learn_temperature,
+                                              codebook_std=1.0 if released else None)
         self.backbone = backbone
 
     @classmethod
@@ -98,7 +134,8 @@ class IntRR(nn.Module):
         dims = resolve_dims(model_cfg)
         cfg = method_cfg.intrr
         return cls(catalog.sid_table, build_backbone(model_cfg), dims.d_model, cfg.uid_dim, cfg.hidden, cfg.temperature,
-                   cfg.learn_temperature, cfg.align_weight, cfg.item_ground_truth, method_cfg.beam_width)
+                   cfg.learn_temperature, cfg.align_weight, cfg.item_ground_truth, method_cfg.beam_width,
+                   cfg.renormalise_beam, cfg.align_average, cfg.init)
 
     # ------------------------------------------------------------------ item side
 
@@ -118,13 +155,8 @@ class IntRR(nn.Module):
         """The item side's assignment over the whole catalog: distinct codes at each level and distinct
         paths (code prefixes) through it. Collapse = few paths for many items (docs/intrr.md)."""
         items = torch.arange(1, self.sid.num_items + 1, device=self.uid.weight.device)
-        codes = torch.cat([torch.stack([lg.argmax(-1) for lg in self.walk_items(items[i:i + chunk])[1]], 1)
-                           for i in range(0, len(items), chunk)])
-        out = {"items": len(items)}
-        for level in range(codes.shape[1]):
-            out[f"codes_l{level + 1}"] = len(codes[:, level].unique())
-            out[f"paths_l{level + 1}"] = len(codes[:, :level + 1].unique(dim=0))
-        return out
+        return count_paths(torch.cat([torch.stack([lg.argmax(-1) for lg in self.walk_items(items[i:i + chunk])[1]], 1)
+                                      for i in range(0, len(items), chunk)]))
 
     def encode(self, batch):
         """History -> backbone states [B, T', d] over the columns that are not padding in every row,
@@ -152,7 +184,13 @@ class IntRR(nn.Module):
         if self.align_weight > 0:
             real = unique > 0
             stage1 = self.sid.codes[unique[real]]
-            aln = sum(F.cross_entropy(logits[real].float(), stage1[:, level]) for level, logits in enumerate(item_logits))
+            per_item = sum(F.cross_entropy(logits[real].float(), stage1[:, level], reduction="none")
+                           for level, logits in enumerate(item_logits))
+            if self.align_average == "occurrence":
+                weight = history_counts(batch["input_ids"], batch["target_ids"], unique)[real]
+                aln = (per_item * weight).sum() / weight.sum()
+            else:
+                aln = per_item.mean()
             loss = loss + self.align_weight * aln
             out["aln"] = aln.detach()
         out["loss"] = loss
@@ -174,4 +212,5 @@ class IntRR(nn.Module):
             rows["guide"] = rows["guide"][index]
 
         B = rows["guide"].shape[0]
-        return constrained_beam_search(step, reorder, B, self.sid.trie_children, max(self.beam_width, k), k)
+        return constrained_beam_search(step, reorder, B, self.sid.trie_children, max(self.beam_width, k), k,
+                                       self.renormalise_beam)
