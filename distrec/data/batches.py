@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from distrec.data.splits import train_end
 from distrec.errors import ConfigError, DataError
 
 SEQUENCE_COLUMNS = ["user_id", "items", "valid_pos", "test_pos"]
@@ -71,10 +72,11 @@ class SequenceData:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def train_lengths(self) -> np.ndarray:
-        """Length of each user's training prefix: items[:valid_pos], or all items without a split."""
-        n = self.lengths()
-        return np.where(self.valid_pos >= 0, self.valid_pos, n)
+    def train_lengths(self, include_valid: bool = False) -> np.ndarray:
+        """Length of each user's training prefix: items[:valid_pos], or all items without a split.
+        include_valid: items[:test_pos] (the validation item is a training target too)."""
+        valid = np.where(self.test_pos >= 0, -1, self.valid_pos) if include_valid else self.valid_pos
+        return train_end(valid, self.test_pos, self.lengths())
 
     def check(self, source) -> None:
         n = self.lengths()
@@ -101,11 +103,12 @@ class TrainIndex:
         return len(self.user_row)
 
 
-def build_train_index(data: SequenceData, max_history: int) -> TrainIndex:
+def build_train_index(data: SequenceData, max_history: int, include_valid: bool = False) -> TrainIndex:
     """Windows of `max_history` positions over each training prefix (RPG-style): the first window
-    labels every position; each later window (sliding by one) labels only its last position."""
+    labels every position; each later window (sliding by one) labels only its last position.
+    include_valid: the prefixes end before the test item (SequenceData.train_lengths)."""
     T = int(max_history)
-    pairs = np.maximum(data.train_lengths() - 1, 0)  # (input, next item) pairs per user
+    pairs = np.maximum(data.train_lengths(include_valid) - 1, 0)  # (input, next item) pairs per user
     rows = np.arange(data.num_users)
     has = pairs > 0
     first_rows = rows[has]

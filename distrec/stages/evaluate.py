@@ -72,6 +72,9 @@ def run(cfg) -> dict:
         sid_table = _load_sid_table(cfg, info)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model, info = load_trained_model(train_dir, str(cfg.eval.checkpoint), sid_table=sid_table, device=device)
+        if info.get("include_valid") and protocol.split == "valid":
+            raise ConfigError(f"{train_dir / 'model.json'}: this model was trained on the validation items "
+                              "(train.include_valid=true); evaluate it on eval.split=test")
         data = load_prepared(cfg.paths.data)
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
         _check_same_data(info, data_hash, data.num_items, cfg)

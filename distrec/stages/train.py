@@ -31,6 +31,7 @@ def _existing_run(train_dir: Path) -> bool:
 
 def run(cfg) -> dict:
     from distrec.data.dataset import load_prepared
+    from distrec.models.config import MethodConfig, ModelConfig
     from distrec.models.registry import Catalog, build_model
     from distrec.train.export import ITEM_COUNTS
     from distrec.train.loop import TrainJob
@@ -55,7 +56,8 @@ def run(cfg) -> dict:
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash)
+    defaults = tuple(OmegaConf.to_container(OmegaConf.structured(c)) for c in (ModelConfig, MethodConfig))
+    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash, defaults)
     job = TrainJob(cfg=cfg, make_model=functools.partial(build_model, cfg.model, cfg.method, catalog),
                    num_items=data.num_items, identity=identity, train_dir=str(train_dir),
                    data=sequences if cfg.engine.num_workers == 0 else None)
@@ -63,7 +65,8 @@ def run(cfg) -> dict:
     np.save(train_dir / ITEM_COUNTS, item_counts)
     info = {"method": method_cfg, "model": model_cfg, "num_items": data.num_items,
             "sids_dir": str(Path(cfg.paths.sids).resolve()) if sid_hash else None,
-            "data_dir": str(Path(cfg.paths.data).resolve()), **_param_counts(job)}
+            "data_dir": str(Path(cfg.paths.data).resolve()), "include_valid": bool(cfg.train.include_valid),
+            **_param_counts(job)}
     with timer("train"):
         summary = fit(job, Path(cfg.paths.data).resolve() / "sequences", cfg.cluster, info)
     write_manifest(train_dir, stage="train", config=cfg, timings=timer.phases,
@@ -104,7 +107,8 @@ def summary_table(s: dict) -> str:
                    f"({s.get('model', {}).get('non_embedding_params', 0):,} non-embedding)"),
         ("backbone train FLOPs/token", f"{s.get('model', {}).get('train_flops_per_token', 0):.3g}"),
         ("final train loss", f"{s['final_loss']:.4f}"),
-        (f"best valid {metric}", f"{s.get(f'best_val_{metric}')} at step {s.get('best_step')}"),
+        (f"best valid {metric}", f"{s.get(f'best_val_{metric}')} at step {s.get('best_step')}"
+                                 if s.get("best_step") is not None else "- (no validation: the last step is the result)"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),
         ("tokens/s", f"{s['tokens_per_s']:.0f}" if s.get("tokens_per_s") else "-"),
         ("train time", f"{s['train_seconds']:.1f} s"),

@@ -35,10 +35,29 @@ def config_hash(obj) -> str:
 
 
 def model_identity(model_cfg: dict, method_cfg: dict, num_items: int, sid_hash: str | None,
-                   data_hash: str | None) -> dict:
-    """What a checkpoint must match to be resumed or evaluated: architecture + catalog + inputs."""
+                   data_hash: str | None, defaults: tuple[dict, dict] | None = None) -> dict:
+    """What a checkpoint must match to be resumed or evaluated: architecture + catalog + inputs.
+
+    With `defaults` (the model and method configs' default values), only the values that differ from
+    them are hashed, so a release that adds a config key (at a default that keeps the old behaviour)
+    still resumes the runs of the one before."""
+    if defaults is not None:
+        model_cfg, method_cfg = non_default(model_cfg, defaults[0]), non_default(method_cfg, defaults[1])
     return {"model_hash": config_hash({"model": model_cfg, "method": method_cfg, "num_items": num_items}),
             "sid_hash": sid_hash, "data_hash": data_hash}
+
+
+def non_default(cfg: dict, defaults: dict) -> dict:
+    """The entries of a nested config dict that differ from `defaults` (keys absent there are kept)."""
+    out = {}
+    for key, value in cfg.items():
+        if key in defaults and isinstance(value, dict) and isinstance(defaults[key], dict):
+            value = non_default(value, defaults[key])
+            if value:
+                out[key] = value
+        elif key not in defaults or value != defaults[key]:
+            out[key] = value
+    return out
 
 
 def check_identity(state: dict, identity: dict, where) -> None:

@@ -27,6 +27,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest complete checkpoints kept (+ the best); 0 = keep all
     loss_weighting: str = "labels"  # micro-batch weight: labels (share of labelled positions) | rows
     val_max_users: Optional[int] = None  # validate on the first N users only (null = all)
+    # train on each user's validation item too, and skip validation (it would score training targets):
+    # Meta's HSTU protocol (train up to the second-to-last item, report the last). The last checkpoint
+    # is the result; set a fixed budget (epochs), since nothing stops early.
+    include_valid: bool = False
 
 
 @dataclass

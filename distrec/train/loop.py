@@ -130,7 +130,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = job.make_model()
     plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
-    index = build_train_index(data, cfg.model.max_history)
+    index = build_train_index(data, cfg.model.max_history, t.include_valid)
     sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, world, rank, cfg.seed, t.loss_weighting,
                            t.group_by_length)
     total_steps = int(t.max_steps or t.epochs * sampler.steps_per_epoch)
@@ -144,7 +144,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
         if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
             state.update(done=False, summary=None)  # a finished run given more steps trains on
-    has_valid = len(eval_rows(data, "valid")[0]) > 0
+    has_valid = not t.include_valid and len(eval_rows(data, "valid")[0]) > 0
     eval_every = int(t.eval_every or sampler.steps_per_epoch)
     ckpt_every = int(t.checkpoint_every or eval_every)
     log = MetricsLog(job.train_dir, enabled=rank == 0, resume_step=state["step"])

@@ -69,6 +69,20 @@ def test_a_checkpoint_of_another_model_is_refused(runs, prepared):
         train(prepared, out / "ds", "engine=local", "train.resume=false")
 
 
+def test_a_new_config_key_at_its_default_keeps_the_model_identity():
+    from distrec.train.checkpoint import model_identity
+
+    defaults = ({"d_model": 64, "init": "meta"}, {"name": "intrr", "intrr": {"align_weight": 0.1}})
+
+    def identity(model, method):
+        return model_identity(model, method, 100, None, None, defaults)["model_hash"]
+
+    before = identity({"d_model": 64}, {"name": "intrr", "intrr": {}})  # written before `init` existed
+    assert identity({"d_model": 64, "init": "meta"}, {"name": "intrr", "intrr": {"align_weight": 0.1}}) == before
+    assert identity({"d_model": 64, "init": "torch"}, {"name": "intrr", "intrr": {}}) != before
+    assert identity({"d_model": 64}, {"name": "intrr", "intrr": {"align_weight": 0.0}}) != before
+
+
 def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, prepared, tmp_path):
     out, _, _ = runs
     run_dir = tmp_path / "corrupt"
