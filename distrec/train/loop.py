@@ -137,8 +137,10 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
+    # train_seconds: training time summed over every attempt of the run (resumes included, validation
+    # excluded): the x axis of equal-wall-clock comparisons
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
-             "summary": None}
+             "summary": None, "train_seconds": 0.0}
     latest = session.latest_checkpoint()
     if latest is not None:
         state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
@@ -169,6 +171,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens)], dtype=torch.float64))
         elapsed = time.perf_counter() - start
         train_time += elapsed
+        state["train_seconds"] += elapsed
         samples += plan.global_batch
         tokens += int(reduced[1])
         last_loss = float(reduced[0])
@@ -177,7 +180,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         if step % t.log_every == 0 or step == total_steps:
             row = {"step": step, "split": "train", "epoch": round(step / sampler.steps_per_epoch, 4),
                    "loss": last_loss, "lr": engine.lr, "samples_per_s": plan.global_batch / elapsed,
-                   "tokens_per_s": float(reduced[1]) / elapsed}
+                   "tokens_per_s": float(reduced[1]) / elapsed, "train_seconds": round(state["train_seconds"], 2)}
             log.log(row)
             bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{row['samples_per_s']:.0f}")
         evaluate_now = has_valid and (step % eval_every == 0 or step == total_steps)
@@ -194,7 +197,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
             if t.patience > 0 and state["bad_evals"] >= t.patience:
                 state["done"] = True  # early stopping
             usage = code_usage(engine) if rank == 0 else {}
-            log.log({"step": step, "split": "valid", **metrics, **usage, "best_step": state["best_step"]})
+            log.log({"step": step, "split": "valid", **metrics, **usage, "best_step": state["best_step"],
+                     "train_seconds": round(state["train_seconds"], 2)})
             session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
         if step == total_steps:
             state["done"] = True

@@ -40,13 +40,15 @@ def test_stopped_and_resumed_run_ends_like_an_uninterrupted_one(runs, prepared):
     resumed = train(prepared, out / "ds", "engine=local", "train.checkpoint_every=4")
     assert logged(out / "ds") == full
     assert resumed["final_loss"] == ds["final_loss"] and resumed["steps"] == 12
+    seconds = [r["train_seconds"] for r in rows(out / "ds")]  # summed over both attempts, never reset
+    assert all(b > a for a, b in zip(seconds, seconds[1:]))
     again = torch.load(out / "ds" / "weights" / "last.pt")
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
 def logged(train_dir):
     """Everything logged but the timings."""
-    drop = ("samples_per_s", "tokens_per_s")
+    drop = ("samples_per_s", "tokens_per_s", "train_seconds")
     return [{k: v for k, v in r.items() if k not in drop} for r in rows(train_dir, "train") + rows(train_dir, "valid")]
 
 
