@@ -74,8 +74,8 @@ class SequenceData:
 
     def train_lengths(self, include_valid: bool = False) -> np.ndarray:
         """Length of each user's training prefix: items[:valid_pos], or all items without a split.
-        include_valid: items[:test_pos] (the validation item is a training target too)."""
-        valid = np.where(self.test_pos >= 0, -1, self.valid_pos) if include_valid else self.valid_pos
+        include_valid: items[:test_pos], or all items without a test item (the validation item trains)."""
+        valid = np.full_like(self.valid_pos, -1) if include_valid else self.valid_pos
         return train_end(valid, self.test_pos, self.lengths())
 
     def check(self, source) -> None:

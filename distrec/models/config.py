@@ -1,5 +1,6 @@
 """Configs of backbones (`model`) and methods (`method`). Plain dataclasses: no torch import."""
 
+import copy
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -80,3 +81,27 @@ class MethodConfig:
     rpg_graph_steps: int = 3  # rpg graph decoding: propagation steps
     acerec: AceRecConfig = field(default_factory=AceRecConfig)
     intrr: IntRRConfig = field(default_factory=IntRRConfig)
+
+
+# What each key meant before it existed: a config written without it (an older model.json or
+# checkpoint) stands for this value, not for today's default. Add a key here whenever its default
+# changes what an existing model computes.
+LEGACY_VALUES = {
+    ("model", "init"): "torch",
+    ("model", "norm_affine"): True,
+    ("method", "query_time"): "current",
+    ("method", "intrr", "renormalise_beam"): False,
+    ("method", "intrr", "align_average"): "item",
+    ("method", "intrr", "init"): "distrec",
+}
+
+
+def with_legacy_values(config: dict) -> dict:
+    """A copy of {"model": ..., "method": ...} with the keys it predates set to their legacy values."""
+    config = copy.deepcopy(config)
+    for path, value in LEGACY_VALUES.items():
+        node = config
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node.setdefault(path[-1], value)
+    return config

@@ -31,7 +31,6 @@ def _existing_run(train_dir: Path) -> bool:
 
 def run(cfg) -> dict:
     from distrec.data.dataset import load_prepared
-    from distrec.models.config import MethodConfig, ModelConfig
     from distrec.models.registry import Catalog, build_model
     from distrec.train.export import ITEM_COUNTS
     from distrec.train.loop import TrainJob
@@ -56,8 +55,7 @@ def run(cfg) -> dict:
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    defaults = tuple(OmegaConf.to_container(OmegaConf.structured(c)) for c in (ModelConfig, MethodConfig))
-    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash, defaults)
+    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash)
     job = TrainJob(cfg=cfg, make_model=functools.partial(build_model, cfg.model, cfg.method, catalog),
                    num_items=data.num_items, identity=identity, train_dir=str(train_dir),
                    data=sequences if cfg.engine.num_workers == 0 else None)

@@ -35,40 +35,40 @@ def config_hash(obj) -> str:
 
 
 def model_identity(model_cfg: dict, method_cfg: dict, num_items: int, sid_hash: str | None,
-                   data_hash: str | None, defaults: tuple[dict, dict] | None = None) -> dict:
+                   data_hash: str | None) -> dict:
     """What a checkpoint must match to be resumed or evaluated: architecture + catalog + inputs.
-
-    With `defaults` (the model and method configs' default values), only the values that differ from
-    them are hashed, so a release that adds a config key (at a default that keeps the old behaviour)
-    still resumes the runs of the one before."""
-    if defaults is not None:
-        model_cfg, method_cfg = non_default(model_cfg, defaults[0]), non_default(method_cfg, defaults[1])
-    return {"model_hash": config_hash({"model": model_cfg, "method": method_cfg, "num_items": num_items}),
-            "sid_hash": sid_hash, "data_hash": data_hash}
+    The config itself is kept (`model_config`) so a mismatch can name its keys."""
+    config = {"model": model_cfg, "method": method_cfg, "num_items": num_items}
+    return {"model_hash": config_hash(config), "model_config": config, "sid_hash": sid_hash, "data_hash": data_hash}
 
 
-def non_default(cfg: dict, defaults: dict) -> dict:
-    """The entries of a nested config dict that differ from `defaults` (keys absent there are kept)."""
-    out = {}
-    for key, value in cfg.items():
-        if key in defaults and isinstance(value, dict) and isinstance(defaults[key], dict):
-            value = non_default(value, defaults[key])
-            if value:
-                out[key] = value
-        elif key not in defaults or value != defaults[key]:
-            out[key] = value
-    return out
+def config_changes(saved, current, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every value of `saved` that `current` changes. Keys only in `current` were
+    added by a later release (see distrec.models.config.LEGACY_VALUES); keys only in `saved` were removed."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [change for key in saved if key in current
+                for change in config_changes(saved[key], current[key], f"{prefix}{key}.")]
+    return [] if saved == current else [f"{prefix[:-1]}: {saved!r} -> {current!r}"]
 
 
 def check_identity(state: dict, identity: dict, where) -> None:
     """Raise ConfigError when a checkpoint was written by another model, SID table or dataset."""
-    what = {"model_hash": "model/method config or catalog size", "sid_hash": "SID table",
-            "data_hash": "prepared data"}
-    for key, label in what.items():
+    from distrec.models.config import with_legacy_values
+
+    def refuse(what: str) -> None:
+        raise ConfigError(f"{where}: checkpoint was written for a different {what}; refusing to resume it. "
+                          "Use another `name`/`paths.train` for the new run, or delete the old checkpoints.")
+
+    if "model_config" in state:  # written since the config is kept: name what changed
+        changes = config_changes(with_legacy_values(state["model_config"]), identity["model_config"])
+        if changes:
+            refuse(f"model/method config or catalog size ({'; '.join(changes)})")
+    elif state.get("model_hash") != identity["model_hash"]:
+        refuse(f"model/method config or catalog size (model_hash {state.get('model_hash')} != "
+               f"{identity['model_hash']})")
+    for key, label in (("sid_hash", "SID table"), ("data_hash", "prepared data")):
         if state.get(key) != identity.get(key):
-            raise ConfigError(f"{where}: checkpoint was written for a different {label} "
-                              f"({key} {state.get(key)} != {identity.get(key)}); refusing to resume it. "
-                              "Use another `name`/`paths.train` for the new run, or delete the old checkpoints.")
+            refuse(f"{label} ({key} {state.get(key)} != {identity.get(key)})")
 
 
 # ---------------------------------------------------------------- one checkpoint

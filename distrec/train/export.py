@@ -55,7 +55,7 @@ def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=Non
     the one the model was trained with. Returns (model in eval mode, model.json contents)."""
     from omegaconf import OmegaConf
 
-    from distrec.models.config import MethodConfig, ModelConfig
+    from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
     from distrec.models.registry import Catalog, build_model
 
     train_dir = Path(train_dir)
@@ -75,8 +75,9 @@ def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=Non
                               "trained on (paths.sids)")
     counts_path = train_dir / ITEM_COUNTS
     counts = np.load(counts_path) if counts_path.exists() else None
-    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), info["model"])
-    method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), info["method"])
+    saved = with_legacy_values({"model": info["model"], "method": info["method"]})  # keys it predates
+    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
+    method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), saved["method"])
     model = build_model(model_cfg, method_cfg, Catalog(info["num_items"], sid_table, counts))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -7,6 +7,7 @@ distrec/dist/train.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from distrec.errors import ConfigError
 from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog
+
+logger = logging.getLogger("distrec.train")
 
 
 def select_metric(cfg) -> str:
@@ -122,6 +125,23 @@ def code_usage(engine: Engine) -> dict:
     return engine.model.code_usage()
 
 
+def _resumable(saved: dict, protocol: dict, where) -> dict:
+    """The restored state under this run's protocol. Training targets must not change mid-run; a new
+    selection metric or history filtering restarts the best-checkpoint tracking (old values are not
+    comparable). Checkpoints from before these keys were kept count as the defaults."""
+    if saved.get("include_valid", False) != protocol["include_valid"]:
+        raise ConfigError(f"{where}: checkpoint was trained with train.include_valid={saved.get('include_valid', False)}"
+                          f"; resume with the same value, or use another `name` for a run with "
+                          f"include_valid={protocol['include_valid']}")
+    defaults = {"select_metric": "ndcg@10", "filter_history": False}
+    changed = [k for k in defaults if saved.get(k, defaults[k]) != protocol[k]]
+    if changed:
+        logger.warning("%s: %s changed since this checkpoint; best-checkpoint tracking starts again", where,
+                    ", ".join(f"{k} {saved.get(k, defaults[k])} -> {protocol[k]}" for k in changed))
+        saved = {**saved, "best_metric": None, "best_step": None, "bad_evals": 0}
+    return {**saved, **protocol}
+
+
 def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     """Train until max steps or early stopping; returns the run summary (on every rank)."""
     cfg, t = job.cfg, job.cfg.train
@@ -139,11 +159,14 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
 
     # train_seconds: training time summed over every attempt of the run (resumes included, validation
     # excluded): the x axis of equal-wall-clock comparisons
+    # what the validation numbers and the training targets mean: a resumed run must mean the same
+    protocol = {"include_valid": bool(t.include_valid), "select_metric": metric,
+                "filter_history": bool(cfg.eval.filter_history)}
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
-             "summary": None, "train_seconds": 0.0}
+             "summary": None, "train_seconds": 0.0, **protocol}
     latest = session.latest_checkpoint()
     if latest is not None:
-        state.update(ckpt.restore_checkpoint(latest, engine, job.identity))
+        state.update(_resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest))
         if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
             state.update(done=False, summary=None)  # a finished run given more steps trains on
     has_valid = not t.include_valid and len(eval_rows(data, "valid")[0]) > 0

@@ -35,6 +35,7 @@ def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None
 
         latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
         summary = dict(read_state(latest).get("summary") or {})
+    hashes = {k: v for k, v in job.identity.items() if k != "model_config"}  # model.json has the config
     summary["model"] = export_weights(train_dir, latest, checkpoints,
-                                      {**(info or {}), **job.identity, "select_metric": metric})
+                                      {**(info or {}), **hashes, "select_metric": metric})
     return summary

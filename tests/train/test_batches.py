@@ -29,12 +29,14 @@ def test_windows_label_all_positions_first_then_only_the_newest():
 
 def test_include_valid_makes_the_validation_item_a_training_target():
     # Meta's HSTU protocol: prefixes end before the test item, never at or after it
-    data = SequenceData.from_arrow(table([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11], [12, 13]], [6, 1, -1], [7, 2, -1]))
-    assert data.train_lengths().tolist() == [6, 1, 2]
-    assert data.train_lengths(include_valid=True).tolist() == [7, 2, 2]
+    # (a temporal split can leave a user a validation item without a test item: user 4)
+    data = SequenceData.from_arrow(table([[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11], [12, 13], [14, 15, 16]],
+                                         [6, 1, -1, 2], [7, 2, -1, -1]))
+    assert data.train_lengths().tolist() == [6, 1, 2, 2]
+    assert data.train_lengths(include_valid=True).tolist() == [7, 2, 2, 3]
     index = build_train_index(data, 10, include_valid=True)
     b = collate_train(data, index, np.arange(len(index)), 10)
-    assert [row[row > 0].tolist() for row in b["target_ids"]] == [[2, 3, 4, 5, 6, 7], [10], [13]]
+    assert [row[row > 0].tolist() for row in b["target_ids"]] == [[2, 3, 4, 5, 6, 7], [10], [13], [15, 16]]
 
 
 def test_eval_batches_hold_out_the_target_and_left_pad():

@@ -71,18 +71,60 @@ def test_a_checkpoint_of_another_model_is_refused(runs, prepared):
         train(prepared, out / "ds", "engine=local", "train.resume=false")
 
 
-def test_a_new_config_key_at_its_default_keeps_the_model_identity():
-    from distrec.train.checkpoint import model_identity
+def test_a_checkpoint_from_before_a_config_key_existed_means_its_legacy_value():
+    from omegaconf import OmegaConf
 
-    defaults = ({"d_model": 64, "init": "meta"}, {"name": "intrr", "intrr": {"align_weight": 0.1}})
+    from distrec.models.config import LEGACY_VALUES, MethodConfig, ModelConfig
+    from distrec.train.checkpoint import check_identity, model_identity
 
     def identity(model, method):
-        return model_identity(model, method, 100, None, None, defaults)["model_hash"]
+        return model_identity(model, method, 100, None, None)
 
-    before = identity({"d_model": 64}, {"name": "intrr", "intrr": {}})  # written before `init` existed
-    assert identity({"d_model": 64, "init": "meta"}, {"name": "intrr", "intrr": {"align_weight": 0.1}}) == before
-    assert identity({"d_model": 64, "init": "torch"}, {"name": "intrr", "intrr": {}}) != before
-    assert identity({"d_model": 64}, {"name": "intrr", "intrr": {"align_weight": 0.0}}) != before
+    old = identity({"backbone": "hstu", "d_model": 64}, {"name": "hstu_retrieval"})  # before `init` existed
+    check_identity(old, identity({"backbone": "hstu", "d_model": 64, "init": "torch", "norm_affine": True},
+                                 {"name": "hstu_retrieval", "query_time": "current"}), "ckpt")
+    with pytest.raises(ConfigError, match=r"model.init: 'torch' -> 'meta'"):
+        check_identity(old, identity({"backbone": "hstu", "d_model": 64, "init": "meta"}, {"name": "hstu_retrieval"}),
+                       "ckpt")
+    with pytest.raises(ConfigError, match=r"model.d_model: 64 -> 48"):
+        check_identity(old, identity({"backbone": "hstu", "d_model": 48}, {"name": "hstu_retrieval"}), "ckpt")
+    defaults = {"model": OmegaConf.structured(ModelConfig), "method": OmegaConf.structured(MethodConfig)}
+    for path in LEGACY_VALUES:  # every legacy key is a real config key
+        assert OmegaConf.select(defaults[path[0]], ".".join(path[1:])) is not None, path
+
+
+def test_a_model_json_from_before_a_config_key_existed_loads_as_it_was_trained(tmp_path):
+    # an HSTU trained before `model.init`/`norm_affine` existed: nn.Linear biases, affine layer norms
+    from omegaconf import OmegaConf
+
+    from distrec.artifacts import write_json
+    from distrec.models.config import MethodConfig, ModelConfig
+    from distrec.models.registry import Catalog, build_model
+    from distrec.train.export import load_trained_model
+
+    model = {"backbone": "hstu", "d_model": 16, "n_layers": 1, "n_heads": 1, "max_history": 8}
+    method = {"name": "hstu_retrieval", "normalize": True}
+    legacy = OmegaConf.merge(OmegaConf.structured(ModelConfig), {**model, "init": "torch", "norm_affine": True})
+    trained = build_model(legacy, OmegaConf.merge(OmegaConf.structured(MethodConfig), method), Catalog(30))
+    (tmp_path / "weights").mkdir()
+    torch.save(trained.state_dict(), tmp_path / "weights" / "best.pt")
+    write_json(tmp_path / "model.json", {"model": model, "method": method, "num_items": 30})
+    loaded, _ = load_trained_model(tmp_path, "best")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
+
+
+def test_a_resumed_run_keeps_its_training_targets_and_restarts_selection_on_a_new_metric(caplog):
+    from distrec.train.loop import _resumable
+
+    saved = {"step": 8, "best_metric": 0.1, "best_step": 6, "bad_evals": 1, "include_valid": False,
+             "select_metric": "ndcg@10", "filter_history": False}
+    same = {"include_valid": False, "select_metric": "ndcg@10", "filter_history": False}
+    assert _resumable(saved, same, "ckpt")["best_step"] == 6
+    with pytest.raises(ConfigError, match="include_valid"):
+        _resumable(saved, {**same, "include_valid": True}, "ckpt")
+    restarted = _resumable(saved, {**same, "select_metric": "recall@10"}, "ckpt")
+    assert restarted["best_metric"] is None and restarted["bad_evals"] == 0 and restarted["step"] == 8
+    assert "select_metric ndcg@10 -> recall@10" in caplog.text
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, prepared, tmp_path):
