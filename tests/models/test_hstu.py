@@ -115,3 +115,14 @@ def test_query_timestamps_replace_the_queries_times_only():
         torch.testing.assert_close(same, model(x, timestamps=ts))
         assert not torch.allclose(moved, same)
         assert not torch.allclose(moved, model(x, timestamps=nxt))  # keys keep their own times
+
+
+def test_query_time_next_refuses_timestamps_without_the_next_items_times():
+    cfg = compose(["model=hstu", "method=hstu_retrieval", "model.d_model=16", "model.n_layers=1", "model.n_heads=1",
+                   "model.max_history=8"])
+    model = build_model(cfg.model, cfg.method, Catalog(num_items=20)).eval()
+    batch = {"input_ids": torch.tensor([[0, 3, 4, 5]]), "timestamps": torch.tensor([[0, 10, 20, 30]])}
+    with pytest.raises(ValueError, match="next_timestamps"):
+        model.recommend(batch, 5)
+    ids, _ = model.recommend({**batch, "next_timestamps": torch.tensor([[0, 20, 30, 40]])}, 5)
+    assert ids.shape == (1, 5)

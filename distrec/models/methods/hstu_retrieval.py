@@ -69,7 +69,10 @@ class HSTURetrieval(nn.Module):
         if timestamps is not None:
             timestamps = timestamps[:, -self.max_history:]
         query_times = None
-        if timestamps is not None and self.query_time == "next" and next_timestamps is not None:
+        if timestamps is not None and self.query_time == "next":
+            if next_timestamps is None:  # the model was trained on them: without, its time bias means another thing
+                raise ValueError("method.query_time=next needs the batch's next_timestamps (the time of the item "
+                                 "after each position; at serving time the request time) beside timestamps")
             query_times = next_timestamps[:, -self.max_history:]
         T = input_ids.shape[1]
         pad = input_ids == 0

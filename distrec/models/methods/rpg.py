@@ -49,7 +49,8 @@ def gpt2_init(backbone: nn.Module) -> None:
     for module in backbone.modules():
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     for block in backbone.blocks:
         for proj in (block.attn.out, block.ff[2]):
             nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks)))
