@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Submit a distrec command to a Ray cluster with `ray job submit`.
 
-    python launch/submit.py [--address http://HEAD:8265] [--pip] [--no-wait] -- distrec train data=beauty ...
+    python launch/submit.py [--address http://HEAD:8265] [--pip] [--no-wait] [--include PATH] -- distrec train ...
 
-The runtime env ships this checkout to the cluster: `working_dir` (the job runs in a copy of the
-repository, minus runs/, .venv/ and other bulky paths) and `py_modules` (the `distrec` package on
+The runtime env ships the git-tracked files of this checkout (as they are on disk) plus the paths
+named with `--include`, copied to a temporary package directory: nothing else (an untracked `.env`
+or key file) leaves the machine, and the untracked files left out are listed. The package is the
+job's `working_dir` (the job runs in a copy of it) and its `distrec` package is in `py_modules` (on
 every worker's path, whatever its directory), so Ray Train workers import the same code as the
 driver. `--pip` also installs the project's dependencies from pyproject.toml into the job's
 environment, for clusters whose image lacks them (a cluster from cluster.yaml already has them).
@@ -24,14 +26,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Never uploaded: artifacts, environments, caches (working_dir uploads are capped at ~500 MiB).
-EXCLUDES = [".git", ".venv", "runs", "outputs", "multirun", "bench/results", "**/__pycache__",
-            "*.egg-info", ".pytest_cache", ".torch_extensions", "*.pt", "*.ckpt"]
 
 # Forwarded to the job when set here.
 PASS_ENV = ["DISTREC_DATA", "DS_ACCELERATOR", "HF_HOME", "TORCH_EXTENSIONS_DIR"]
@@ -41,11 +40,36 @@ def project_dependencies() -> list[str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
-def runtime_env(pip: bool = False, env_vars: dict[str, str] | None = None) -> dict:
+def git_files(repo: Path, *options: str) -> list[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "ls-files", "-z", *options], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit("submit.py: git is not installed; it ships the git-tracked files of the checkout") from None
+    if out.returncode:
+        raise SystemExit(f"submit.py: {repo} is not a git checkout ({out.stderr.strip()}); "
+                         "submit from a clone of the repository")
+    return [f for f in out.stdout.split("\0") if f]
+
+
+def package(repo: Path, dest: Path, include: list[str] = ()) -> list[str]:
+    """Copy the git-tracked files of `repo` and the `include`d paths (relative to `repo`) into `dest`;
+    return the untracked, non-ignored paths left out (an untracked directory as `dir/`)."""
+    for name in [*git_files(repo, "--cached", "--recurse-submodules"), *include]:
+        src, dst = repo / name, dest / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+        elif os.path.lexists(src):  # a tracked file deleted on disk is not shipped
+            shutil.copy2(src, dst, follow_symlinks=False)
+    named = [Path(p) for p in include]
+    return [f for f in git_files(repo, "--others", "--exclude-standard", "--directory")
+            if not any(p == Path(f) or p in Path(f).parents for p in named)]
+
+
+def runtime_env(working_dir: Path, pip: bool = False, env_vars: dict[str, str] | None = None) -> dict:
     env = {
-        "working_dir": str(REPO),
-        "py_modules": [str(REPO / "distrec")],
-        "excludes": EXCLUDES,
+        "working_dir": str(working_dir),
+        "py_modules": [str(working_dir / "distrec")],
         "env_vars": {"RAY_USAGE_STATS_ENABLED": "0",
                      **{k: os.environ[k] for k in PASS_ENV if k in os.environ},
                      **(env_vars or {})},
@@ -65,6 +89,23 @@ def entrypoint(command: list[str]) -> list[str]:
         if not any(arg.startswith(("cluster=", "cluster.address=")) for arg in command):
             command.append("cluster=job")
     return command
+
+
+def env_pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not (key and sep):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    return key, value
+
+
+def checkout_path(path: str) -> str:
+    """An existing path inside this checkout, relative to it."""
+    full = Path(path).resolve()
+    if not full.exists():
+        raise argparse.ArgumentTypeError(f"{path} does not exist")
+    if REPO not in full.parents:
+        raise argparse.ArgumentTypeError(f"{path} is not inside the checkout {REPO}")
+    return str(full.relative_to(REPO))
 
 
 def ray_cli() -> str:
@@ -87,25 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submission-id", help="job id (default: generated by Ray)")
     parser.add_argument("--entrypoint-num-cpus", type=float, default=None,
                         help="CPUs reserved for the driver (default 0: the driver only coordinates)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra job env var")
+    parser.add_argument("--env", action="append", default=[], type=env_pair, metavar="KEY=VALUE",
+                        help="extra job env var")
+    parser.add_argument("--include", action="append", default=[], type=checkout_path, metavar="PATH",
+                        help="also ship this untracked (or ignored) file or directory of the checkout")
     parser.add_argument("--dry-run", action="store_true", help="print the ray job submit command and exit")
     args = parser.parse_args(argv)
 
-    env_vars = dict(item.split("=", 1) for item in args.env)
-    cmd = [ray_cli(), "job", "submit", "--address", args.address,
-           "--runtime-env-json", json.dumps(runtime_env(args.pip, env_vars))]
-    if args.submission_id:
-        cmd += ["--submission-id", args.submission_id]
-    if args.entrypoint_num_cpus is not None:
-        cmd += ["--entrypoint-num-cpus", str(args.entrypoint_num_cpus)]
-    if args.no_wait:
-        cmd.append("--no-wait")
-    cmd += ["--", *entrypoint(command)]
-    if args.dry_run:
-        print(shlex.join(cmd))
-        return 0
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.call(cmd, env=env)
+    with tempfile.TemporaryDirectory(prefix="distrec-submit-") as tmp:
+        left_out = package(REPO, Path(tmp), args.include)
+        if left_out:
+            print(f"submit.py: not shipped, as git does not track them (`git add` them or name them with "
+                  f"--include): {', '.join(left_out)}", file=sys.stderr)
+        cmd = [ray_cli(), "job", "submit", "--address", args.address,
+               "--runtime-env-json", json.dumps(runtime_env(Path(tmp), args.pip, dict(args.env)))]
+        if args.submission_id:
+            cmd += ["--submission-id", args.submission_id]
+        if args.entrypoint_num_cpus is not None:
+            cmd += ["--entrypoint-num-cpus", str(args.entrypoint_num_cpus)]
+        if args.no_wait:
+            cmd.append("--no-wait")
+        cmd += ["--", *entrypoint(command)]
+        if args.dry_run:
+            print(shlex.join(cmd))
+            return 0
+        # The package is exactly what ships: Ray must not drop an --include'd file that .gitignore names.
+        env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"), "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_RUNTIME_ENV_IGNORE_GITIGNORE": "1"}
+        return subprocess.call(cmd, env=env)
 
 
 if __name__ == "__main__":

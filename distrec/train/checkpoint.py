@@ -3,6 +3,7 @@
 A checkpoint directory holds every rank's engine state (DeepSpeed shards, or `plain.pt`), each
 rank's RNG state (`rng-<rank>.pt`), the consolidated fp32 weights (`weights.pt`, rank 0) and
 `state.json` (step, early-stopping state, world size, and the model/SID/data hashes), written last.
+Every `.pt` file is read with `load_tensors`: tensors and plain data only, never code.
 
 Without Ray, checkpoints live in `train/checkpoints/step-<N>/`: written to a hidden temporary
 directory, marked `COMPLETE`, then renamed, so a crash never leaves a directory that looks
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -71,6 +73,24 @@ def check_identity(state: dict, identity: dict, where) -> None:
             refuse(f"{label} ({key} {state.get(key)} != {identity.get(key)})")
 
 
+def load_tensors(path: Path, what: str, hint: str, map_location="cpu", allow=()):
+    """`torch.load` of tensors and plain containers only (`weights_only`), plus the classes in `allow`.
+
+    Checkpoints come from shared storage, and a full unpickle runs whatever code a file names: a
+    file holding anything else is refused, naming it. `hint` is for a file that is merely corrupt."""
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = next((line.strip() for line in str(e).splitlines() if "nsupported" in line), "not tensors")
+        raise DataError(f"refusing to load {what}: it holds more than tensors and plain data ({reason}), "
+                        "and unpickling it could run code", path,
+                        hint="distrec never writes such a file: do not resume from it (it is damaged or was "
+                             "altered); train under a new run name (`name=...`)") from None
+    except Exception as e:  # truncated/garbled files raise from torch/zipfile alike
+        raise DataError(f"{what} cannot be loaded ({type(e).__name__}: {e})", path, hint=hint) from None
+
+
 # ---------------------------------------------------------------- one checkpoint
 
 def write_checkpoint(directory: Path, engine, state: dict, weights: dict | None) -> None:
@@ -109,14 +129,14 @@ def restore_checkpoint(directory: Path, engine, identity: dict) -> dict:
                           f"this run uses {now}; resume with the same engine settings or start a new run")
     engine.load(directory)
     rng_path = directory / f"rng-{engine.rank}.pt"
+    corrupt = "the checkpoint is corrupt: delete it to resume from the previous one"
+    rng = load_tensors(rng_path, "RNG state", corrupt)
     try:
-        rng = torch.load(rng_path, weights_only=False)
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
     except Exception as e:
-        raise DataError(f"RNG state cannot be loaded ({type(e).__name__})", rng_path,
-                        hint="the checkpoint is corrupt: delete it to resume from the previous one") from None
+        raise DataError(f"RNG state cannot be loaded ({type(e).__name__})", rng_path, hint=corrupt) from None
     return state
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from distrec.errors import ConfigError, DataError
+from distrec.train.checkpoint import load_tensors
 from distrec.train.schedules import lr_multiplier
 
 KINDS = ("deepspeed", "plain")
@@ -31,6 +32,8 @@ PRECISIONS = ("fp32", "bf16")
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+CORRUPT_CHECKPOINT = ("it is corrupt or from another engine.kind/zero_stage: delete this checkpoint directory to "
+                      "resume from the previous one, or start a fresh run")
 
 
 @dataclass
@@ -106,6 +109,27 @@ def skip_shm_comm_build(deepspeed) -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
+def weights_only_checkpoint_engine(ds):
+    """DeepSpeed's torch checkpoint engine, loading through `load_tensors` (its own unpickles fully).
+
+    Besides tensors and plain data, DeepSpeed's ZeRO-0..3 files (with or without offload) pickle
+    only these three classes, allowed by name; anything else in a checkpoint is refused."""
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    class WeightsOnly(TorchCheckpointEngine):
+        def load(self, path, map_location=None):
+            return load_tensors(path, "DeepSpeed checkpoint file", CORRUPT_CHECKPOINT, map_location,
+                                allow=(LossScaler, ZeroStageEnum, fragment_address))
+
+    if type(ds.checkpoint_engine) is not TorchCheckpointEngine:  # a DeepSpeed "checkpoint" config section
+        raise ConfigError(f"DeepSpeed chose {type(ds.checkpoint_engine).__name__}; distrec loads checkpoints "
+                          "with TorchCheckpointEngine only")
+    return WeightsOnly(ds._config)
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -145,6 +169,7 @@ class Engine:
                                                     lr_scheduler=self.scheduler,
                                                     config=self.deepspeed_config(engine_cfg))
             self.model = self.ds.module
+            self.ds.checkpoint_engine = weights_only_checkpoint_engine(self.ds)
 
     def deepspeed_config(self, engine_cfg) -> dict:
         zero = {"stage": self.stage}
@@ -257,11 +282,12 @@ class Engine:
                 if path is None:
                     raise FileNotFoundError(directory / "engine")
             else:
-                state = torch.load(directory / "plain.pt", map_location=self.device, weights_only=True)
+                state = load_tensors(directory / "plain.pt", "engine state", CORRUPT_CHECKPOINT, self.device)
                 self.model.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.scheduler.load_state_dict(state["scheduler"])
+        except DataError:
+            raise  # names the file
         except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
             raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
-                            hint="it is corrupt or from another engine.kind/zero_stage: delete this checkpoint "
-                                 "directory to resume from the previous one, or start a fresh run") from None
+                            hint=CORRUPT_CHECKPOINT) from None

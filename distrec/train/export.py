@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from distrec.artifacts import read_json, write_json
 from distrec.errors import ConfigError, DataError
-from distrec.train.checkpoint import WEIGHTS, read_state
+from distrec.train.checkpoint import WEIGHTS, load_tensors, read_state
 
 log = logging.getLogger("distrec.train")
 MODEL_JSON = "model.json"
@@ -79,10 +78,6 @@ def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=Non
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
     method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), saved["method"])
     model = build_model(model_cfg, method_cfg, Catalog(info["num_items"], sid_table, counts))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"weights cannot be read ({type(e).__name__}: {e})", path,
-                        hint="re-run `distrec train` (it re-exports the weights from its checkpoints)") from None
+    state = load_tensors(path, "weights", "re-run `distrec train` (it re-exports the weights from its checkpoints)")
     model.load_state_dict(state)
     return model.to(device).eval(), info

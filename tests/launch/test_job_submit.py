@@ -77,7 +77,54 @@ def test_submit_dry_run_builds_the_runtime_env():
                          capture_output=True, text=True, check=True).stdout
     args = shlex.split(out)
     env = json.loads(args[args.index("--runtime-env-json") + 1])
-    assert env["working_dir"] == str(REPO) and env["py_modules"] == [str(REPO / "distrec")]
-    assert {".venv", "runs", ".git"} <= set(env["excludes"])
+    # a package of the tracked files (gone after the dry run), not the checkout itself
+    assert env["working_dir"] != str(REPO) and env["py_modules"] == [str(Path(env["working_dir"]) / "distrec")]
     assert any(d.startswith("torch==") for d in env["pip"])
     assert args[args.index("--") + 1:] == ["python", "-m", "distrec", "train", "data=beauty", "cluster=job"]
+
+
+def git_repo(root: Path) -> Path:
+    """A checkout with tracked files (one edited since `git add`), untracked secrets and ignored runs."""
+    files = {"distrec/__init__.py": "", "README.md": "old", ".gitignore": "runs/\n*.log\n",
+             "pyproject.toml": (REPO / "pyproject.toml").read_text(),
+             "launch/submit.py": (REPO / "launch" / "submit.py").read_text()}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    (root / "README.md").write_text("edited")
+    for name in (".env", "keys/id_rsa", "notes.txt", "runs/x/weights.pt", "train.log"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("secret")
+    return root
+
+
+def test_only_tracked_files_and_named_paths_are_shipped(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("submit", REPO / "launch" / "submit.py")
+    submit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(submit)
+    repo, dest = git_repo(tmp_path / "repo"), tmp_path / "package"
+    left_out = submit.package(repo, dest, ["notes.txt", "runs/x"])  # an untracked file, an ignored directory
+    shipped = sorted(str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file())
+    assert shipped == [".gitignore", "README.md", "distrec/__init__.py", "launch/submit.py", "notes.txt",
+                       "pyproject.toml", "runs/x/weights.pt"]
+    assert (dest / "README.md").read_text() == "edited"  # as on disk
+    assert sorted(left_out) == [".env", "keys/"]  # untracked, not named (ignored files are not listed)
+
+
+def test_submit_names_what_it_leaves_out_and_refuses_bad_arguments(tmp_path):
+    repo = git_repo(tmp_path / "repo")
+    script = [sys.executable, str(repo / "launch" / "submit.py"), "--dry-run"]
+    done = subprocess.run([*script, "--", "distrec", "train"], capture_output=True, text=True, check=True)
+    assert "not shipped, as git does not track them" in done.stderr and ".env, keys/" in done.stderr
+    for bad, error in ((["--env", "FOO"], "argument --env: expected KEY=VALUE, got 'FOO'"),
+                       (["--include", str(repo / "missing")], "missing does not exist"),
+                       (["--include", str(tmp_path)], "is not inside the checkout")):
+        done = subprocess.run([*script, *bad, "--", "distrec", "train"], capture_output=True, text=True)
+        assert done.returncode == 2 and error in done.stderr and "Traceback" not in done.stderr, done.stderr
+    done = subprocess.run([*script, "--env", "A=b=c", "--", "distrec", "train"], capture_output=True, text=True,
+                          check=True)
+    assert '"A": "b=c"' in done.stdout

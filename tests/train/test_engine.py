@@ -3,6 +3,8 @@
 These use the real `distrec train` stage on real ml-100k; DeepSpeed runs in a one-process gloo group.
 """
 
+import os
+import re
 import shutil
 
 import pytest
@@ -138,6 +140,88 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, 
     with pytest.raises(DataError, match="cannot be loaded"):
         train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")
     assert (run_dir / "weights" / "best.pt").read_bytes() == before
+
+
+class Payload:
+    """What a crafted checkpoint file can hold: unpickling it runs `touch <marker>`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def refused(path):
+    return pytest.raises(DataError, match=f"^{re.escape(str(path))}: refusing to load .* could run code")
+
+
+@pytest.mark.parametrize("run, name", [("ds", "rng-0.pt"), ("ds", "engine/mp_rank_00_model_states.pt"),
+                                       ("plain", "rng-0.pt"), ("plain", "plain.pt")])
+def test_a_crafted_checkpoint_file_is_refused_and_runs_nothing(runs, prepared, tmp_path, run, name):
+    out, _, _ = runs
+    run_dir, marker = tmp_path / run, tmp_path / "code-ran"
+    shutil.copytree(out / run, run_dir)
+    _, latest = complete_checkpoints(run_dir / "checkpoints")[-1]
+    torch.save({"torch": Payload(marker)}, latest / name)
+    with refused(latest / name):
+        train(prepared, run_dir, "engine=local" if run == "ds" else "engine=plain")
+    assert not marker.exists()
+
+
+def test_crafted_weights_are_refused_and_run_nothing(runs, tmp_path):
+    from distrec.train.export import load_trained_model
+
+    out, _, _ = runs
+    run_dir, marker = tmp_path / "ds", tmp_path / "code-ran"
+    shutil.copytree(out / "ds", run_dir)
+    torch.save({"weight": Payload(marker)}, run_dir / "weights" / "best.pt")
+    with refused(run_dir / "weights" / "best.pt"):
+        load_trained_model(run_dir, "best")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tmp_path):
+    """DeepSpeed ZeRO-1/2/3 files load with only DeepSpeed's own classes allowed besides tensors: the
+    optimizer state comes back exactly, and a crafted file in their place is refused by name."""
+    from distrec.config import compose
+    from distrec.train.engine import Engine, init_single_process, plan_batches
+
+    init_single_process()
+    cfg = compose(["engine=local", f"engine.zero_stage={stage}", "engine.precision=fp32"])
+    batch = [({"input_ids": torch.tensor([[1, 2], [3, 4]])}, 1.0)]
+
+    def engine():
+        torch.manual_seed(0)
+        return Engine(TinyModel(), cfg.train, cfg.engine, plan_batches(2, 1), 10, torch.device("cpu"))
+
+    trained = engine()
+    trained.step(batch)
+    trained.save(tmp_path)
+    resumed = engine()
+    resumed.load(tmp_path)
+    assert [trained.step(batch)["loss"] for _ in range(2)] == [resumed.step(batch)["loss"] for _ in range(2)]
+
+    files = sorted((tmp_path / "engine").glob("*.pt"))
+    assert len(files) == 2 and "optim_states" in files[1].name  # the model's and this rank's optimizer's
+    for f in files:
+        saved = f.read_bytes()
+        marker = tmp_path / "code-ran"
+        torch.save({"optimizer_state_dict": Payload(marker)}, f, _use_new_zipfile_serialization=False)  # as DeepSpeed
+        with refused(f):
+            engine().load(tmp_path)
+        assert not marker.exists()
+        f.write_bytes(saved)
+
+
+class TinyModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.out = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 1)
+
+    def forward(self, batch):
+        return {"loss": self.out(self.embed(batch["input_ids"])).pow(2).mean()}
 
 
 def test_half_written_checkpoints_are_ignored(runs, tmp_path):
