@@ -135,6 +135,15 @@ def _gather(data: SequenceData, rows: np.ndarray, ends: np.ndarray, T: int):
     return flat, valid
 
 
+def _time_columns(data: SequenceData, flat: np.ndarray, valid: np.ndarray) -> dict:
+    """Each position's time and the time of its next item (the target's for the newest): HSTU's
+    time-gap bias measures from the latter, as Meta's code does (at serving time: the request time)."""
+    if data.timestamps is None:
+        return {}
+    return {"timestamps": torch.from_numpy(np.where(valid, data.timestamps[flat], 0)),
+            "next_timestamps": torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))}
+
+
 def collate_train(data: SequenceData, index: TrainIndex, sample_ids: np.ndarray, max_history: int) -> dict:
     rows, ends, label_all = index.user_row[sample_ids], index.end[sample_ids], index.label_all[sample_ids]
     T = int(max_history)
@@ -147,12 +156,7 @@ def collate_train(data: SequenceData, index: TrainIndex, sample_ids: np.ndarray,
         "target_ids": torch.from_numpy(targets),
         "user_ids": torch.from_numpy(data.user_ids[rows]),
     }
-    if data.timestamps is not None:
-        batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
-        # the time of each position's next item (the target's for the newest): HSTU's time-gap bias
-        # measures from it, as Meta's code does (at serving time it is the request time)
-        batch["next_timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))
-    return batch
+    return batch | _time_columns(data, flat, valid)
 
 
 class TrainSampler:
@@ -229,12 +233,7 @@ def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_hist
         "target": torch.from_numpy(data.items[data.offsets[rows] + pos]),
         "user_ids": torch.from_numpy(data.user_ids[rows]),
     }
-    if data.timestamps is not None:
-        batch["timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat], 0))
-        # the time of each position's next item (the target's for the newest): HSTU's time-gap bias
-        # measures from it, as Meta's code does (at serving time it is the request time)
-        batch["next_timestamps"] = torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))
-    return batch
+    return batch | _time_columns(data, flat, valid)
 
 
 def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: int,

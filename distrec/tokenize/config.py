@@ -50,7 +50,7 @@ class EmbedConfig:
     encode_batch_size: int = 64  # sentence_transformer: texts per forward pass
     fallback: Optional[str] = None  # embed.method used instead, with a warning, when an optional extra is missing
     column: Optional[str] = None  # method=column: the items.parquet column that holds the vector
-    normalize: bool = True  # L2-normalise every vector (all-zero vectors stay zero)
+    normalize: bool = True  # L2-normalise every vector (items without content get placeholder_vectors first)
     batch_size: int = 8192
     num_workers: int = 0  # 0 = in-process; > 0 = Ray Data map_batches over shards
     fit_max_items: int = 500_000  # TF-IDF/SVD are fitted on at most this many items (a seeded sample)

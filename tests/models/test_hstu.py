@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distrec.config import compose
+from distrec.errors import ConfigError
 from distrec.models.backbones import HSTU
 from distrec.models.backbones.hstu import time_buckets
 from distrec.models.backbones.hstu_reference import reference_hstu
@@ -41,7 +42,7 @@ def test_time_buckets_follow_the_log_formula():
 
 
 def test_unknown_kernel_is_rejected():
-    with pytest.raises(ValueError, match="kernel"):
+    with pytest.raises(ConfigError, match="model.kernel"):
         HSTU(16, 1, 1, kernel="triton")
 
 

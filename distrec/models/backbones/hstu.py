@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distrec.errors import ConfigError
 from distrec.models.blocks.cache import KVCache
 from distrec.models.blocks.masks import build_allowed
 
@@ -62,9 +63,9 @@ class HSTULayer(nn.Module):
                  init="meta", norm_affine=False):
         super().__init__()
         if kernel not in HSTU_KERNELS:
-            raise ValueError(f"HSTU kernel '{kernel}' is unknown; choose one of {sorted(HSTU_KERNELS)}")
+            raise ConfigError(f"model.kernel='{kernel}' is unknown for HSTU; choose one of {sorted(HSTU_KERNELS)}")
         if init not in INITS:
-            raise ValueError(f"HSTU init '{init}' is unknown; choose one of {list(INITS)}")
+            raise ConfigError(f"model.init='{init}' is unknown for HSTU; choose one of {list(INITS)}")
         self.n_heads, self.attn_dim, self.linear_dim = n_heads, attn_dim, linear_dim
         self.max_len, self.kernel = max_len, HSTU_KERNELS[kernel]
         meta = init == "meta"
