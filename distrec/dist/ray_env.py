@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 import time
 
 log = logging.getLogger("distrec")
@@ -18,13 +21,57 @@ LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
     "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+    # no node of a one-machine cluster is preempted; Ray Train's watcher only logs a core_worker.cc error
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+
+# Ray Train's INFO lines at each report of a local cluster's workers (distrec prints each validation itself):
+# "Checkpoint successfully created at: ..." and "Reporting training result N: <every metric>" (that
+# logger is named after its file)
+QUIET_LOGGERS = ("ray.train.v2._internal.execution.storage", "train/v2/_internal/execution/context.py")
+# Ray Train's placement-group cleaner polls the State API, which needs the dashboard (off in a local
+# cluster), and warns at every poll (~30 lines a run); its other warnings stay.
+CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+NO_STATE_API = "Failed to query Ray Train Controller actor state"
 
 
 def apply_local_env() -> None:
     """Set LOCAL_ENV where the environment does not say otherwise; before Ray is first imported is best."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def setup_worker() -> None:
+    """Runs in every worker process of the local cluster (runtime_env `worker_process_setup_hook`).
+
+    RAY_ADDRESS: Ray code in a worker that looks for "the" cluster (the State API client of Ray Train's
+    placement-group cleaner) would otherwise scan the machine and, when other Ray clusters run there,
+    fail ("Found multiple active Ray instances") or pick another one. Logging: filters, not levels, as
+    Ray Train re-configures its loggers' levels after this hook.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    for name in QUIET_LOGGERS:
+        name = os.path.join(os.path.dirname(ray.__file__), name) if name.endswith(".py") else name
+        logging.getLogger(name).addFilter(lambda record: record.levelno >= logging.WARNING)
+    logging.getLogger(CLEANER).addFilter(lambda record: NO_STATE_API not in record.getMessage())
+
+
+def private_temp_dir() -> str:
+    """A temp dir of the local cluster's own, removed at exit. In the shared /tmp/ray, Ray finds the
+    sessions of other processes' clusters ("Found multiple active Ray instances"). Short: Ray's socket
+    paths under it must fit in 107 characters."""
+    path = tempfile.mkdtemp(prefix="distrec-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+
+    def remove():  # before Ray's own exit handler, registered when Ray was imported
+        import ray
+
+        ray.shutdown()
+        shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path
 
 
 def _agree_on_auth_mode():
@@ -61,11 +108,13 @@ def init_ray(cluster=None, **kwargs):
     kwargs.setdefault("num_cpus", getattr(cluster, "num_cpus", None))
     kwargs.setdefault("object_store_memory", getattr(cluster, "object_store_memory", None))
     kwargs.setdefault("include_dashboard", getattr(cluster, "include_dashboard", False))
+    kwargs.setdefault("_temp_dir", private_temp_dir())
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             ray.init(
                 _node_ip_address="127.0.0.1",
-                runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV}},
+                runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV},
+                             "worker_process_setup_hook": "distrec.dist.ray_env.setup_worker"},
                 **kwargs,
             )
             return ray

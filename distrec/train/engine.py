@@ -17,6 +17,7 @@ import contextlib
 import os
 import resource
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,14 +100,25 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
-def skip_shm_comm_build(deepspeed) -> None:
-    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op on CPU.
+def import_deepspeed():
+    """`import deepspeed`, without its start-up noise and without probing or building its ops.
 
-    Only DeepSpeed's inference all-reduce uses it, but its comm backend builds it on every start:
-    ~50 s of both cores on a fresh machine, and a process killed during the build leaves a lock in
-    ~/.cache/torch_extensions that makes every later start wait forever.
+    - DS_ACCELERATOR=cpu where torch sees no GPU: what DeepSpeed would pick, minus its warning.
+    - distrec runs none of DeepSpeed's JIT-compiled ops (torch optimizers, gloo/nccl collectives).
+      Its op table (`deepspeed.ops.__compatible_ops__`) is computed on first use by compiling test
+      programs for every op (the `gcc ... -laio` lines) and querying GPUs; its only reader at run
+      time is the comm backend, which would JIT-build the shared-memory all-reduce op on CPU (~50 s
+      of both cores, and a process killed during the build leaves a lock in ~/.cache/torch_extensions
+      that makes every later start wait forever). An empty table: no op is probed, none is built.
+    - ZeRO-1/2's partition all-gather calls a torch API that torch now marks deprecated.
     """
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    deepspeed.ops.__compatible_ops__ = {}
+    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+    return deepspeed
 
 
 def weights_only_checkpoint_engine(ds):
@@ -154,9 +166,7 @@ class Engine:
         if self.kind == "plain":
             self.model, self.ds = model, None
         else:
-            import deepspeed
-
-            skip_shm_comm_build(deepspeed)
+            deepspeed = import_deepspeed()
             deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
             if self.stage == 3:
                 # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so

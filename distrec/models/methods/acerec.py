@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -164,7 +165,9 @@ class ACERec(nn.Module):
         self.heads = DigitHeads(self.m, d_model)
         self.recon = ReconDecoder(d_model, self.m, n_heads) if recon_weight > 0 else None
         # logQ-style popularity correction of ISA: b_j = beta * log f_j / max log f.
-        counts = torch.ones(self.sid.num_items + 1) if item_counts is None else torch.as_tensor(item_counts).float()
+        # a copy: the counts may be a read-only array (through Ray's object store)
+        counts = torch.ones(self.sid.num_items + 1) if item_counts is None else \
+            torch.tensor(np.asarray(item_counts, dtype=np.float32))
         log_f = torch.log(counts.clamp(min=1.0))
         self.register_buffer("pop_bias", beta * log_f / log_f.max().clamp(min=1e-6), persistent=False)
 

@@ -25,8 +25,9 @@ class SIDVocab(nn.Module):
         super().__init__()
         if sid_table is None:
             raise ConfigError("this method needs a SID table; run `distrec tokenize` first (paths.sids)")
-        codes = torch.as_tensor(sid_table.codes, dtype=torch.long)
-        offsets = torch.as_tensor(sid_table.offsets, dtype=torch.long)
+        # copies: the module owns its buffers (a table that came through Ray's object store is read-only)
+        codes = torch.tensor(sid_table.codes, dtype=torch.long)
+        offsets = torch.tensor(sid_table.offsets, dtype=torch.long)
         self.codebook_sizes = [int(k) for k in sid_table.codebook_sizes]
         self.levels, self.vocab_size = len(self.codebook_sizes), int(sid_table.vocab_size)
         self.num_items = codes.shape[0] - 1
@@ -40,7 +41,7 @@ class SIDVocab(nn.Module):
         self.num_children = 0
         if with_trie:
             for level, table in enumerate(sid_table.trie().children):
-                self.register_buffer(f"children_{level}", torch.as_tensor(table, dtype=torch.long), persistent=False)
+                self.register_buffer(f"children_{level}", torch.tensor(table, dtype=torch.long), persistent=False)
             self.num_children = self.levels
 
     @property
