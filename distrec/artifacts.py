@@ -157,6 +157,11 @@ def write_manifest(directory: str | Path, *, stage: str, config, inputs: dict | 
     return manifest
 
 
+def wrote(stage: str, what: str, directory: str | Path) -> None:
+    """The last line every stage prints: what it wrote and where."""
+    print(f"{stage}: {what} -> {directory}", flush=True)
+
+
 def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     if not path.exists():

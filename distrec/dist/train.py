@@ -29,6 +29,10 @@ RUN_NAME = "ray"
 class RaySession:
     """What the training loop needs from Ray Train: rank, checkpoints, reporting."""
 
+    # Ray forwards a worker's output line by line: a bar's redraws arrive as blank lines (the loop
+    # prints a line per validation instead)
+    progress_bar = False
+
     def __init__(self):
         import ray.train
         import ray.train.torch

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -18,7 +18,7 @@ def _pyplot():
 
 def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title: str = "") -> Path:
     """One marker set per group (`series[label] = (x, y)`), its fitted curve overlaid (`fits[label]`)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (label, (x, y)) in enumerate(sorted(series.items())):
         color = f"C{i % 10}"
@@ -31,7 +31,7 @@ def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title
             ax.plot(grid, fit(grid), "--", color=color, alpha=0.8,
                     label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
     _log_axes(ax, xlabel, ylabel, title, legend_size=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def frontier_plot(curves: dict, frontiers: dict, path, xlabel: str = "training FLOPs",
@@ -39,7 +39,7 @@ def frontier_plot(curves: dict, frontiers: dict, path, xlabel: str = "training F
     """Loss-vs-compute curve of every run (`curves[label] = (flops, loss)`) and, per group of runs
     sharing a loss (`frontiers[group] = ((flops, loss) on the lower envelope, fit or None)`), the
     compute-optimal frontier and its power-law fit."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for i, (label, (x, y)) in enumerate(sorted(curves.items())):
         ax.plot(x, y, "-", color=f"C{i % 10}", alpha=0.6, label=label)
@@ -50,7 +50,7 @@ def frontier_plot(curves: dict, frontiers: dict, path, xlabel: str = "training F
             grid = np.logspace(np.log10(min(fx)), np.log10(max(fx)), 100)
             ax.plot(grid, fit(grid), "k--", linewidth=1, label=f"fit b={fit.b:.2f}, c={fit.c:.3g}")
     _log_axes(ax, xlabel, ylabel, title, legend_size=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
@@ -64,10 +64,13 @@ def _log_axes(ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> Non
     ax.legend(fontsize=legend_size)
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write `fig` to `path` (atomically: a reader never sees half a PNG) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    tmp.replace(path)
+    pyplot().close(fig)
     return path

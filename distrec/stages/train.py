@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, dir_hash, write_manifest
+from distrec.artifacts import Timer, dir_hash, write_manifest, wrote
 from distrec.data.batches import SequenceData
 from distrec.errors import ConfigError
 from distrec.train.checkpoint import complete_checkpoints, model_identity
+from distrec.train.logs import CURVE
 
 log = logging.getLogger("distrec.train")
 
@@ -71,6 +72,8 @@ def run(cfg) -> dict:
                    inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})
     print(summary_table(summary))
+    written = ("weights/best.pt", "weights/last.pt", "model.json", "checkpoints/", "ray/", "metrics.jsonl", CURVE)
+    wrote("train", ", ".join(n for n in written if (train_dir / n).exists()), train_dir)
     return summary
 
 
@@ -105,11 +108,12 @@ def summary_table(s: dict) -> str:
                    f"({s.get('model', {}).get('non_embedding_params', 0):,} non-embedding)"),
         ("backbone train FLOPs/token", f"{s.get('model', {}).get('train_flops_per_token', 0):.3g}"),
         ("final train loss", f"{s['final_loss']:.4f}"),
-        (f"best valid {metric}", f"{s.get(f'best_val_{metric}')} at step {s.get('best_step')}"
+        (f"best valid {metric}", f"{s.get(f'best_val_{metric}'):.4f} at step {s.get('best_step')}"
                                  if s.get("best_step") is not None else "- (no validation: the last step is the result)"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),
         ("tokens/s", f"{s['tokens_per_s']:.0f}" if s.get("tokens_per_s") else "-"),
-        ("train time", f"{s['train_seconds']:.1f} s"),
+        ("train time", f"{s['train_seconds']:.1f} s" + (f" in {s['attempts']} attempts (resumed or recovered; time "
+                                                       "and throughput cover all steps)" if s.get("attempts", 1) > 1 else "")),
         ("peak RSS / worker", ", ".join(f"{b / gib:.2f} GiB" for b in rss)),
         ("params+optim / worker", ", ".join(f"{m['param_optimizer_bytes'] / gib:.3f} GiB" for m in mem)),
     ]

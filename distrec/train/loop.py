@@ -21,7 +21,9 @@ from distrec.data.batches import (SequenceData, TrainSampler, build_train_index,
 from distrec.errors import ConfigError
 from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
-from distrec.train.logs import MetricsLog
+from distrec.train.logs import MetricsLog, format_duration
+
+ESTIMATE_AFTER = 5  # steps of this attempt after which rank 0 prints how long the run will take
 
 logger = logging.getLogger("distrec.train")
 
@@ -53,6 +55,7 @@ class LocalSession:
     """One process, checkpoints in `train/checkpoints/step-N/`."""
 
     rank, world_size = 0, 1
+    progress_bar = True  # a tqdm bar on rank 0 (with `progress`)
 
     def __init__(self, train_dir: str | Path, keep: int, device: torch.device | None = None):
         self.root = Path(train_dir) / "checkpoints"
@@ -157,24 +160,27 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
-    # train_seconds: training time summed over every attempt of the run (resumes included, validation
-    # excluded): the x axis of equal-wall-clock comparisons
     # what the validation numbers and the training targets mean: a resumed run must mean the same
     protocol = {"include_valid": bool(t.include_valid), "select_metric": metric,
                 "filter_history": bool(cfg.eval.filter_history)}
+    # train_seconds (validation excluded), samples_seen, tokens_seen, attempts: summed over every
+    # attempt of the run (they travel in the checkpoints): the x axis of equal-wall-clock comparisons,
+    # and a resumed or recovered run's summary covers all of its steps
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
-             "summary": None, "train_seconds": 0.0, **protocol}
+             "summary": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
+             **protocol}
     latest = session.latest_checkpoint()
     if latest is not None:
         state.update(_resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest))
         if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
             state.update(done=False, summary=None)  # a finished run given more steps trains on
+    state["attempts"] += 1
     has_valid = not t.include_valid and len(eval_rows(data, "valid")[0]) > 0
     eval_every = int(t.eval_every or sampler.steps_per_epoch)
     ckpt_every = int(t.checkpoint_every or eval_every)
-    log = MetricsLog(job.train_dir, enabled=rank == 0, resume_step=state["step"])
+    log = MetricsLog(job.train_dir, enabled=rank == 0, resume_step=state["step"], curve_metric=metric)
     bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step",
-               disable=not (cfg.progress and rank == 0), dynamic_ncols=True)
+               disable=not (cfg.progress and rank == 0 and session.progress_bar), dynamic_ncols=True)
 
     def save(step: int) -> None:
         weights = engine.full_state_dict() if (rank == 0 or engine.stage == 3) else None
@@ -184,7 +190,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                      {"step": step, **(state["valid"] or {})},
                      protect={state["best_step"]} if state["best_step"] is not None else set())
 
-    train_time, samples, tokens, last_loss = 0.0, 0, 0, float("nan")
+    last_loss, first_step = float("nan"), state["step"]
+    clock = Clock(first_step, total_steps)
     while state["step"] < total_steps and not state["done"]:
         step = state["step"]
         start = time.perf_counter()
@@ -193,13 +200,14 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         n_tokens = sum(int((b["input_ids"] > 0).sum()) for b, _ in micro)
         reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens)], dtype=torch.float64))
         elapsed = time.perf_counter() - start
-        train_time += elapsed
         state["train_seconds"] += elapsed
-        samples += plan.global_batch
-        tokens += int(reduced[1])
+        state["samples_seen"] += plan.global_batch
+        state["tokens_seen"] += int(reduced[1])
         last_loss = float(reduced[0])
         state["step"] = step = step + 1
         bar.update(1)
+        if rank == 0 and step == first_step + ESTIMATE_AFTER < total_steps:
+            tqdm.write(clock.estimate(step, sampler.steps_per_epoch, eval_every if has_valid else 0))
         if step % t.log_every == 0 or step == total_steps:
             row = {"step": step, "split": "train", "epoch": round(step / sampler.steps_per_epoch, 4),
                    "loss": last_loss, "lr": engine.lr, "samples_per_s": plan.global_batch / elapsed,
@@ -222,34 +230,64 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
             usage = code_usage(engine) if rank == 0 else {}
             log.log({"step": step, "split": "valid", **metrics, **usage, "best_step": state["best_step"],
                      "train_seconds": round(state["train_seconds"], 2)})
+            if rank == 0:
+                tqdm.write(validation_line(step, total_steps, metrics, metric, state, clock.eta(step)))
             session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
         if step == total_steps:
             state["done"] = True
         if state["done"]:  # the summary travels in the final checkpoint's state.json
-            state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss,
-                                        train_time, samples, tokens)
+            state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss)
         if improved or state["done"] or step % ckpt_every == 0:
             save(step)
     if state["summary"] is None:  # resumed at (or past) the last step: nothing left to train
-        state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss,
-                                    train_time, samples, tokens)
+        state["summary"] = _summary(state, metric, engine, sampler, plan, total_steps, len(index), last_loss)
     bar.close()
     log.close()
     return state["summary"]
 
 
-def _summary(state, metric, engine, sampler, plan, total_steps, train_samples, last_loss, train_time, samples,
-             tokens):
-    """Run summary (collective: every rank calls it). Throughput counts this attempt's steps."""
+class Clock:
+    """Wall time of this attempt, for the estimate printed after its first steps and the ETA of each
+    validation line (both include validation and checkpoint time, as they are seen so far)."""
+
+    def __init__(self, first_step: int, total_steps: int):
+        self.first_step, self.total_steps = first_step, total_steps
+        self.start = time.perf_counter()
+
+    def eta(self, step: int) -> float:
+        done = step - self.first_step
+        return (time.perf_counter() - self.start) / max(done, 1) * (self.total_steps - step)
+
+    def estimate(self, step: int, steps_per_epoch: int, eval_every: int) -> str:
+        per_step = (time.perf_counter() - self.start) / max(step - self.first_step, 1)
+        todo = self.total_steps - self.first_step
+        what = f"{todo} steps" if not self.first_step else f"{todo} steps left of {self.total_steps}"
+        line = (f"train: {what} ({todo / steps_per_epoch:.3g} epochs), about {format_duration(per_step * todo)} "
+                f"at {per_step:.2f} s/step")
+        return line + (f" plus a validation every {eval_every} steps" if eval_every else "")
+
+
+def validation_line(step: int, total_steps: int, metrics: dict, metric: str, state: dict, eta: float) -> str:
+    """One line per validation: the selection metric (and Recall/NDCG@10), the best so far, the ETA."""
+    shown = dict.fromkeys([metric, "ndcg@10", "recall@10"])
+    values = "  ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics)
+    best = f"best {metric} {state['best_metric']:.4f} at step {state['best_step']}"
+    return f"valid step {step}/{total_steps}: {values}  |  {best}  |  ETA {format_duration(eta)}"
+
+
+def _summary(state, metric, engine, sampler, plan, total_steps, train_samples, last_loss):
+    """Run summary (collective: every rank calls it). Time and throughput cover every attempt's steps
+    (steps redone after a failure are counted once); memory is this attempt's."""
     rss = all_gather_objects(peak_rss_bytes())
     memory = all_gather_objects(engine.memory_bytes())
+    train_time, samples, tokens = state["train_seconds"], state["samples_seen"], state["tokens_seen"]
     return {
         "steps": state["step"], "total_steps": total_steps, "steps_per_epoch": sampler.steps_per_epoch,
         "final_loss": last_loss, "best_step": state["best_step"], "select_metric": metric,
         f"best_val_{metric}": state["best_metric"],
         "valid": state["valid"], "early_stopped": state["step"] < total_steps,
         "global_batch": plan.global_batch, "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
-        "world_size": plan.world_size, "train_seconds": train_time,
+        "world_size": plan.world_size, "train_seconds": train_time, "attempts": state["attempts"],
         "samples_per_s": samples / train_time if train_time else None,
         "tokens_per_s": tokens / train_time if train_time else None,
         "peak_rss_bytes_per_worker": rss, "memory_bytes_per_worker": memory, "train_samples": train_samples,
