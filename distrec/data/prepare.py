@@ -6,7 +6,6 @@ written inside `staged_output` so a half-written directory is never picked up.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from distrec.artifacts import Timer, file_hash, staged_output, write_json, write_manifest, write_table
@@ -14,8 +13,6 @@ from distrec.data import readers
 from distrec.data.build import Prepared, build
 from distrec.data.readers import base
 from distrec.data.readers.base import RowErrors
-
-log = logging.getLogger("distrec")
 
 
 def prepare(cfg) -> Path:
@@ -38,8 +35,6 @@ def prepare(cfg) -> Path:
         inputs = {str(p): file_hash(p) for p in dict.fromkeys(raw.files)}
         write_manifest(tmp, stage="prepare", config=cfg, inputs=inputs, timings=timer.phases,
                        counts=counts(prepared.stats))
-    log.info("prepare %s: %d users, %d items, %d interactions -> %s", cfg.data.name, prepared.stats["users"],
-             prepared.stats["items"], prepared.stats["interactions"], out)
     return out
 
 

@@ -18,7 +18,6 @@ data depend on the seed only, not on how it is sharded.
 from __future__ import annotations
 
 import ctypes
-import logging
 import math
 from pathlib import Path
 
@@ -31,8 +30,6 @@ from tqdm import tqdm
 from distrec.artifacts import Timer, staged_output, write_json, write_manifest, write_table
 from distrec.data import splits
 from distrec.errors import ConfigError
-
-log = logging.getLogger("distrec")
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "zu", "shi", "per", "dan", "qu", "lex", "bor", "nim",
              "sa", "tor", "ve", "gli", "mon", "dri", "pa", "xe", "hul", "fi", "rent", "co", "bax", "ul"]
@@ -210,8 +207,6 @@ def generate(cfg, out: Path) -> Path:
         write_json(tmp / "stats.json", stats)
         write_manifest(tmp, stage="prepare", config=cfg, inputs={"generated": "distrec.data.synthetic"},
                        timings=timer.phases, counts={k: stats[k] for k in ("users", "items", "interactions")})
-    log.info("prepare synthetic: %d users, %d items, %d interactions -> %s", stats["users"], stats["items"],
-             stats["interactions"], out)
     return out
 
 

@@ -7,6 +7,7 @@ Used by the `evaluate` stage and by the training engine for validation (which al
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -56,7 +57,7 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
     out = Evaluation(acc, MetricAccumulator(ks, num_items) if filter_history else None)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     try:
         for batch in tqdm(batches, total=total, desc="evaluate", unit="batch", disable=not progress):
             batch, n_real = batch if isinstance(batch, tuple) else (batch, None)

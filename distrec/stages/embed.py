@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table
+from distrec.artifacts import (Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table,
+                               wrote)
 from distrec.data.dataset import load_prepared
 from distrec.errors import DataError
 from distrec.tokenize.embedders import build_embedder, embed_table
@@ -65,5 +66,5 @@ def run(cfg):
                        timings=timer.phases, counts=counts, extra={"no_content_items": no_content[:1000],
                                                                    "method": embedder.cfg.method,  # after a fallback
                                                                    **getattr(embedder, "info", {})})
-    log.info("embed: %s items x %d dims (%s) -> %s", f"{table.num_rows:,}", dim, embedder.cfg.method, out)
+    wrote("embed", f"{table.num_rows:,} items x {dim} dims ({embedder.cfg.method}) in item_embeddings/", out)
     return out

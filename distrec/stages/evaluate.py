@@ -1,7 +1,8 @@
 """`distrec evaluate`: trained model + prepared data (+ SID table) -> eval/.
 
     eval/metrics.json    metrics (Recall/NDCG@K, MRR, invalid-ID rate, coverage, latency), the
-                         evaluation protocol, the evaluated model, timings
+                         evaluation protocol, the evaluated model, timings, and the popularity
+                         baseline's Recall/NDCG/MRR on the same users and protocol (`baselines`)
     eval/predictions/    parquet: user_id, target, rank, items (top-K ids), scores
     eval/manifest.json
 
@@ -19,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from distrec.artifacts import Timer, dir_hash, read_json, staged_output, write_json, write_manifest, write_table
+from distrec.artifacts import (Timer, dir_hash, read_json, staged_output, write_json, write_manifest, write_table,
+                               wrote)
 from distrec.errors import ConfigError
+from distrec.eval.baselines import Popularity
 from distrec.eval.protocol import EvalProtocol
 
 
@@ -90,18 +93,26 @@ def run(cfg) -> dict:
         raise ConfigError(f"{cfg.paths.data}: no user has a '{protocol.split}' target; "
                           "check data.split or choose eval.split=valid|test")
     batch_size = int(cfg.eval.batch_size)
-    batches = eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users)
+
+    def batches():
+        return eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users)
+
     with timer("evaluate"):
-        result = evaluate(model, batches, ks=protocol.ks, num_items=data.num_items,
+        result = evaluate(model, batches(), ks=protocol.ks, num_items=data.num_items,
                           filter_history=protocol.filter_history, keep_predictions=True,
                           precision=cfg.engine.precision, progress=cfg.progress, total=-(-users // batch_size))
     metrics = result.metrics.result()
+    with timer("popularity baseline"):  # the same users and protocol; one sort of the item counts
+        popularity = evaluate(Popularity(data.item_counts()).to(device), batches(), ks=protocol.ks,
+                              num_items=data.num_items, filter_history=protocol.filter_history).metrics.result()
     metric = info.get("select_metric", "ndcg@10")  # the validation metric that chose the checkpoint
 
     report = {
         "metrics": metrics,
         # filter_history: the same ranking with the history left in (papers report either)
         **({"unfiltered_metrics": result.unfiltered.result()} if result.unfiltered is not None else {}),
+        # every user gets the most frequent training items
+        "baselines": {"popularity": {k: v for k, v in popularity.items() if k.startswith(("recall", "ndcg", "mrr"))}},
         "protocol": protocol.to_dict(),
         "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint),
                   "best_step": info.get("best_step"), "last_step": info.get("last_step"),
@@ -119,6 +130,7 @@ def run(cfg) -> dict:
                        inputs={"data": data_hash, "sids": info.get("sid_hash"), "model": info.get("model_hash")},
                        counts={"users": metrics["users"]})
     print(metrics_table(report))
+    wrote("evaluate", f"metrics.json, predictions/ ({metrics['users']:,} users)", cfg.paths.eval)
     return report
 
 
@@ -147,4 +159,9 @@ def metrics_table(report: dict) -> str:
                          + "   (history not filtered)")
     lines.append(f"  mrr@{ks[-1]} {m[f'mrr@{ks[-1]}']:.4f}   invalid ids {m['invalid_id_rate']:.4f}   "
                  f"latency {m['latency_ms_per_user']:.3f} ms/user")
+    popularity = report.get("baselines", {}).get("popularity")
+    if popularity:  # the same users and protocol: the most frequent training items for everyone
+        for name in ("recall", "ndcg"):
+            lines.append(f"  {name:<8}" + "".join(f"{popularity[f'{name}@{k}']:9.4f}" for k in ks)
+                         + "   (popularity baseline)")
     return "\n".join(lines)

@@ -7,8 +7,11 @@ subcommand runs, so `distrec run` is exactly the sequence a user could type by h
 
 import importlib
 import logging
+from pathlib import Path
 
 from omegaconf import open_dict
+
+from distrec.artifacts import wrote
 
 log = logging.getLogger("distrec")
 
@@ -22,11 +25,19 @@ def pipeline(cfg) -> list[str]:
     return stages
 
 
+OUTPUT = {"prepare": "data", "embed": "embeddings", "tokenize": "sids", "train": "train", "evaluate": "eval"}
+
+
 def run(cfg):
     result = None
-    for stage in pipeline(cfg):
+    stages = pipeline(cfg)
+    for stage in stages:
         log.info("=== distrec %s ===", stage)
         with open_dict(cfg):
             cfg.stage = stage
         result = importlib.import_module(f"distrec.stages.{stage}").run(cfg)
+    root = Path(cfg.paths.root)
+    outputs = [Path(cfg.paths[OUTPUT[s]]) for s in stages]
+    shown = ", ".join(f"{p.relative_to(root)}/" if p.is_relative_to(root) else str(p) for p in outputs)
+    wrote("run", f"{shown} (metrics: {Path(cfg.paths.eval) / 'metrics.json'})", root)
     return result

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from distrec.artifacts import write_json
+from distrec.artifacts import write_json, wrote
 from distrec.errors import ConfigError
 from distrec.scaling import sweep as sw
 from distrec.scaling.report import analyze, write_tables
@@ -85,10 +85,10 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
         {"rows": write_tables(sweep_dir, only)}
     rows = result["rows"]
     failed = [r for r in rows if r.get("status") != "ok"]
-    print(f"sweep: {len(rows) - len(failed)} finished, {len(failed)} failed -> {sweep_dir}/results.parquet"
-          + (f", {sweep_dir}/report.md" if s.fit else ""))
     for r in failed:
         print(f"  FAILED {r['point_id']}: {str(r.get('error')).splitlines()[0] if r.get('error') else ''}")
+    wrote("sweep", f"{len(rows) - len(failed)} points finished, {len(failed)} failed: results.parquet"
+          + (", report.md, plots" if s.fit else ""), sweep_dir)
     return {"sweep_dir": str(sweep_dir), "rows": rows, "skipped": [p.id for p in done]}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, dir_hash, shard_paths, staged_output, write_json, write_manifest
+from distrec.artifacts import Timer, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
 from distrec.cluster.kmeans import KMeansWorker, LocalPool
 from distrec.cluster.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
@@ -133,6 +133,8 @@ def run(cfg):
                                                      "collisions_after": dedup["collisions_after"]},
                        extra={"content_hash": table.content_hash})
     print(format_report(report))
+    wrote("tokenize", f"SID table of {table.num_items:,} items x {table.levels} digits (sids/), codebooks/, "
+          "quality.json", out)
     return out
 
 
