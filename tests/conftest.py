@@ -13,11 +13,23 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DISTREC_DATA", REPO.parent / "shared" / "data"))
 
 
+NO_DATA = "real datasets not found"
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not DATA.exists():
-        pytest.skip(f"real datasets not found at {DATA} (set DISTREC_DATA)")
+        pytest.skip(f"{NO_DATA} at {DATA} (set DISTREC_DATA)")
     return DATA
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many tests were skipped for want of the real datasets, and how to run them."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_DATA in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} real-data tests skipped: no datasets at {DATA}. To run them, point DISTREC_DATA at a "
+            "directory of normalised datasets (docs/data.md), e.g. DISTREC_DATA=/data/recsys pytest", yellow=True)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog, format_duration
 
-ESTIMATE_AFTER = 5  # steps of this attempt after which rank 0 prints how long the run will take
+ESTIMATE_AFTER = 6  # steps of this attempt after which rank 0 prints how long the run will take
 
 logger = logging.getLogger("distrec.train")
 
@@ -206,6 +206,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         last_loss = float(reduced[0])
         state["step"] = step = step + 1
         bar.update(1)
+        clock.tick(step)
         if rank == 0 and step == first_step + ESTIMATE_AFTER < total_steps:
             tqdm.write(clock.estimate(step, sampler.steps_per_epoch, eval_every if has_valid else 0))
         if step % t.log_every == 0 or step == total_steps:
@@ -247,19 +248,24 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
 
 
 class Clock:
-    """Wall time of this attempt, for the estimate printed after its first steps and the ETA of each
-    validation line (both include validation and checkpoint time, as they are seen so far)."""
+    """Wall time of this attempt: the estimate printed after its first steps (their speed, without the
+    first step's warm-up) and the ETA of each validation line (validations and checkpoints included)."""
 
     def __init__(self, first_step: int, total_steps: int):
         self.first_step, self.total_steps = first_step, total_steps
         self.start = time.perf_counter()
+        self.warm = None  # when the attempt's first step ended
+
+    def tick(self, step: int) -> None:
+        if step == self.first_step + 1:
+            self.warm = time.perf_counter()
 
     def eta(self, step: int) -> float:
         done = step - self.first_step
         return (time.perf_counter() - self.start) / max(done, 1) * (self.total_steps - step)
 
     def estimate(self, step: int, steps_per_epoch: int, eval_every: int) -> str:
-        per_step = (time.perf_counter() - self.start) / max(step - self.first_step, 1)
+        per_step = (time.perf_counter() - self.warm) / max(step - self.first_step - 1, 1)
         todo = self.total_steps - self.first_step
         what = f"{todo} steps" if not self.first_step else f"{todo} steps left of {self.total_steps}"
         line = (f"train: {what} ({todo / steps_per_epoch:.3g} epochs), about {format_duration(per_step * todo)} "
