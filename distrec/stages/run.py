@@ -16,6 +16,7 @@ from distrec.artifacts import wrote
 log = logging.getLogger("distrec")
 
 ID_ONLY_METHODS = {"sasrec", "hstu_retrieval"}
+OUTPUT = {"prepare": "data", "embed": "embeddings", "tokenize": "sids", "train": "train", "evaluate": "eval"}  # paths.*
 
 
 def pipeline(cfg) -> list[str]:
@@ -23,9 +24,6 @@ def pipeline(cfg) -> list[str]:
     if cfg.method.name in ID_ONLY_METHODS:
         stages = [s for s in stages if s not in ("embed", "tokenize")]
     return stages
-
-
-OUTPUT = {"prepare": "data", "embed": "embeddings", "tokenize": "sids", "train": "train", "evaluate": "eval"}
 
 
 def run(cfg):

@@ -112,8 +112,8 @@ def summary_table(s: dict) -> str:
                                  if s.get("best_step") is not None else "- (no validation: the last step is the result)"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),
         ("tokens/s", f"{s['tokens_per_s']:.0f}" if s.get("tokens_per_s") else "-"),
-        ("train time", f"{s['train_seconds']:.1f} s" + (f" in {s['attempts']} attempts (resumed or recovered; time "
-                                                       "and throughput cover all steps)" if s.get("attempts", 1) > 1 else "")),
+        ("train time", f"{s['train_seconds']:.1f} s" + (f" in {s['attempts']} attempts (resumed or recovered: time and "
+                                                       "throughput cover all steps)" if s.get("attempts", 1) > 1 else "")),
         ("peak RSS / worker", ", ".join(f"{b / gib:.2f} GiB" for b in rss)),
         ("params+optim / worker", ", ".join(f"{m['param_optimizer_bytes'] / gib:.3f} GiB" for m in mem)),
     ]

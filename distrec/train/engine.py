@@ -110,14 +110,15 @@ def import_deepspeed():
       time is the comm backend, which would JIT-build the shared-memory all-reduce op on CPU (~50 s
       of both cores, and a process killed during the build leaves a lock in ~/.cache/torch_extensions
       that makes every later start wait forever). An empty table: no op is probed, none is built.
-    - ZeRO-1/2's partition all-gather calls a torch API that torch now marks deprecated.
+    - ZeRO's partition all-gather and reduce-scatter call torch APIs that torch now marks deprecated.
     """
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
     deepspeed.ops.__compatible_ops__ = {}
-    warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` "
+                            "is deprecated", category=FutureWarning)
     return deepspeed
 
 
