@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_train, eval_batches,
-                                  eval_rows)
-from distrec.errors import ConfigError
+                                  eval_rows, user_sample)
+from distrec.errors import ConfigError, DistrecError
 from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog, format_duration
@@ -106,7 +106,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
         model.to(engine.device)
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
     batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
-                           cfg.train.val_max_users)
+                           cfg.train.val_max_users, cfg.eval.sample_seed)
     # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
     result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
                       precision=cfg.engine.precision)
@@ -117,6 +117,9 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
         acc.load(all_reduce(acc.state().to(engine.device)).cpu())
         out.update({prefix + k: v for k, v in acc.result().items()
                     if k.startswith(("ndcg", "recall", "mrr")) or (k == "users" and not prefix)})
+    sample = user_sample(data, "valid", cfg.train.val_max_users, cfg.eval.sample_seed)
+    if sample is not None:  # a seeded sample of the validation users, not all of them
+        out.update(users_of=sample["of"], sample_seed=sample["seed"])
     return out
 
 
