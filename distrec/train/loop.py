@@ -93,6 +93,19 @@ def all_gather_objects(obj) -> list:
     return [obj]
 
 
+def on_every_rank(fn: Callable[[], Any]) -> Any:
+    """fn(); a DistrecError on any rank is raised on every rank (collective). A rank going on alone
+    would wait forever in the next collective for the rank that stopped."""
+    try:
+        out, error = fn(), None
+    except DistrecError as e:
+        out, error = None, e
+    errors = [e for e in all_gather_objects(error) if e is not None]
+    if errors:
+        raise errors[0]
+    return out
+
+
 def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world: int) -> dict:
     """Validation metrics over all ranks' users (each rank evaluates a slice; sums are all-reduced)."""
     from distrec.eval.evaluator import evaluate
@@ -173,8 +186,9 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
              "summary": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
              **protocol}
     latest = session.latest_checkpoint()
-    if latest is not None:
-        state.update(_resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest))
+    if latest is not None:  # each rank reads its own files: a corrupt one must stop every rank
+        state.update(on_every_rank(
+            lambda: _resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest)))
         if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
             state.update(done=False, summary=None)  # a finished run given more steps trains on
     state["attempts"] += 1
