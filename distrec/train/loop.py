@@ -38,6 +38,50 @@ def select_metric(cfg) -> str:
     return cfg.train.select_metric
 
 
+# Lowest allowed value of each numeric train key (null stays allowed where the schema allows it).
+# Checked before any work: max_steps=-3 used to crash inside DeepSpeed, max_steps=0 to train 20 epochs.
+TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 0, "max_steps": 1, "epochs": 1,
+                 "eval_every": 0, "patience": 0, "checkpoint_every": 0, "log_every": 1, "keep_checkpoints": 0,
+                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0}
+
+
+def check_train_config(cfg) -> None:
+    """Refuse `train`/`engine` values that cannot work, naming the key (before anything is loaded or written)."""
+    from distrec.train.engine import OPTIMIZERS, check_engine_config
+    from distrec.train.schedules import SCHEDULES
+
+    t = cfg.train
+    for key, low in TRAIN_MINIMUM.items():
+        if t[key] is not None and t[key] < low:
+            raise ConfigError(f"train.{key}={t[key]} must be >= {low}"
+                              + (" (or null: train.epochs x steps per epoch)" if key == "max_steps" else ""))
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"train.betas={list(t.betas)} must both be in [0, 1)")
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule='{t.schedule}' is unknown; choose one of {list(SCHEDULES)}")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer='{t.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
+    check_engine_config(cfg.engine)
+    select_metric(cfg)
+    e = cfg.engine
+    # the workers run on this host (in this process, or in the local Ray cluster it starts)
+    if e.use_gpu and (e.num_workers == 0 or not cfg.cluster.address) and not torch.cuda.is_available():
+        raise ConfigError(f"engine.use_gpu=true but this host has no usable CUDA GPU (torch {torch.__version__}: "
+                          "torch.cuda.is_available() is False); set engine.use_gpu=false, or run on a GPU host "
+                          "or join a GPU cluster (cluster.address)")
+
+
+def check_batches(cfg, data: SequenceData) -> None:
+    """The batch arithmetic the workers will do, checked on the data in the driver."""
+    t = cfg.train
+    world = max(1, int(cfg.engine.num_workers))
+    plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
+    TrainSampler(build_train_index(data, cfg.model.max_history, t.include_valid), plan.global_batch,
+                 plan.micro_batch, world, 0, cfg.seed, t.loss_weighting, t.group_by_length)
+
+
 @dataclass
 class TrainJob:
     """Everything a worker needs (picklable: it travels to Ray workers)."""
