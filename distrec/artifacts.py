@@ -170,15 +170,40 @@ def read_manifest(directory: str | Path) -> dict:
     return read_json(path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_staging(directory: str | Path) -> list[Path]:
+    """Remove the temporary siblings (`.<name>.tmp-<host>-<pid>`) that stages killed on this host left
+    behind (SIGKILL runs no clean-up); those of live processes and other hosts are kept."""
+    directory = Path(directory)
+    removed = []
+    for path in directory.parent.glob(f".{directory.name}.tmp-*"):
+        host, _, pid = path.name.rsplit(".tmp-", 1)[1].rpartition("-")
+        if pid.isdigit() and host in ("", platform.node()) and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_output(directory: str | Path):
     """Yield a temporary sibling directory; on success it replaces `directory` atomically.
 
-    On failure the temporary directory is removed and the previous artifact stays untouched.
+    On failure (an exception, Ctrl-C, or SIGTERM under the CLI) the temporary directory is removed
+    and the previous artifact stays untouched; one a killed process left is removed by the next run.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    remove_stale_staging(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{platform.node()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -5,6 +5,8 @@ of the wrong type fails at composition, before any work starts. Each group's dat
 beside the code that uses it; this file only assembles them.
 """
 
+import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,31 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+def check_config(cfg) -> None:
+    """Refuse keys that no schema dataclass declares. `+group.key=value` adds a key to a typed node
+    without complaint (it is what Hydra suggests for a misspelt key), and nothing would read it.
+    Free-form dict fields (e.g. `data.files`) take any key."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from distrec.errors import ConfigError
+
+    def walk(node, prefix: str) -> None:
+        schema = OmegaConf.get_type(node)
+        known = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else None
+        for key in node.keys():
+            path = f"{prefix}{key}"
+            if known is not None and key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                raise ConfigError(f"unknown config key '{path}' (added with +{path}=...; nothing reads it)"
+                                  + (f": did you mean '{prefix}{close[0]}'?" if close else
+                                     f"; the keys of {prefix[:-1] or 'the config'} are {known}"))
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                walk(child, path + ".")
+
+    walk(cfg, "")
+
+
 def config_dir() -> Path:
     """The shipped `configs/` directory (repository root; override with DISTREC_CONFIG_DIR)."""
     import os
@@ -78,4 +105,6 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
 
     register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    check_config(cfg)
+    return cfg

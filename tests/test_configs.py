@@ -26,6 +26,16 @@ def test_misspelt_key_is_an_error():
         compose(["train.lrr=0.1"])
 
 
+def test_a_key_added_with_plus_that_nothing_reads_is_refused_with_the_closest_key():
+    from distrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'.*did you mean 'train.max_steps'"):
+        compose(["+train.max_step=5"])  # what Hydra suggests for the typo `train.max_step=5`
+    with pytest.raises(ConfigError, match="'model.foo'"):
+        compose(["+model.foo=1"])
+    assert compose(["+data.files.items=items.csv"]).data.files["items"] == "items.csv"  # a free-form dict
+
+
 def test_wrong_type_is_an_error():
     with pytest.raises(Exception, match="lr"):
         compose(["train.lr=fast"])

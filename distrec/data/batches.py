@@ -225,6 +225,27 @@ def eval_rows(data: SequenceData, split: str) -> tuple[np.ndarray, np.ndarray]:
     return rows, pos[rows]
 
 
+def eval_users(data: SequenceData, split: str, max_users: int | None = None, seed: int = 0):
+    """(user rows, target positions) of `split`; with max_users, a seeded random sample of them (in row
+    order). The first N users in id order are no sample: ids follow the order users appear in the
+    raw data (on Beauty, SASRec's NDCG@10 is 0.0132 on the first 3,000 and 0.0267 on all users). The
+    sample depends on (seed, the split's users, max_users) only: the same at every validation and on
+    every rank, whatever the worker count."""
+    rows, pos = eval_rows(data, split)
+    if max_users is not None and max_users < len(rows):
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), int(max_users), replace=False))
+        rows, pos = rows[pick], pos[pick]
+    return rows, pos
+
+
+def user_sample(data: SequenceData, split: str, max_users: int | None, seed: int) -> dict | None:
+    """What `eval_users` sampled, to record beside the metrics: None when every user is evaluated."""
+    total = len(eval_rows(data, split)[0])
+    if max_users is None or max_users >= total:
+        return None
+    return {"users": int(max_users), "of": total, "seed": int(seed)}
+
+
 def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_history: int) -> dict:
     """History items[:pos] (last `max_history`, left-padded) and the target items[pos]."""
     flat, valid = _gather(data, rows, pos, int(max_history))
@@ -237,12 +258,11 @@ def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_hist
 
 
 def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: int,
-                 rank: int = 0, world_size: int = 1, max_users: int | None = None):
-    """Yield (batch, n_real) for this worker's share of `split`. Every worker yields the same number of
-    batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B."""
-    all_rows, all_pos = eval_rows(data, split)
-    if max_users is not None:
-        all_rows, all_pos = all_rows[:max_users], all_pos[:max_users]
+                 rank: int = 0, world_size: int = 1, max_users: int | None = None, seed: int = 0):
+    """Yield (batch, n_real) for this worker's share of `split` (or of its seeded sample of max_users
+    users: `eval_users`). Every worker yields the same number of batches (ZeRO-3 needs all ranks in
+    each forward); padding batches repeat users and have n_real < B."""
+    all_rows, all_pos = eval_users(data, split, max_users, seed)
     rows, pos = all_rows, all_pos
     per_rank = -(-len(rows) // world_size)
     mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(rows)))

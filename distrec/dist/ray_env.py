@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
+
+from distrec.errors import ConfigError
 
 log = logging.getLogger("distrec")
 
@@ -89,6 +95,52 @@ def _agree_on_auth_mode():
         os.environ["RAY_AUTH_MODE"] = mode
 
 
+CONNECT_TIMEOUT_S = 5
+JOIN_WAIT_ENV, JOIN_ATTEMPTS = "RAY_gcs_server_port_wait_time_s", 3
+START_HINT = ("start the cluster first (`ray start --head`, or launch/local_cluster.sh start), fix the address, "
+              "or set cluster.address=null to run a local Ray in this process")
+
+
+# An HTTP/2 client's connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, the Ray
+# Client server) answers with its own SETTINGS frame (type 4) at once.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def check_reachable(address: str) -> None:
+    """Fail within seconds when no gRPC server answers at a `host:port` (or `ray://host:port`)
+    cluster.address: Ray itself tries an unreachable or silent GCS for minutes (~40 s a try). Other
+    forms (`auto`) are left to Ray, and so is a cluster with TLS (RAY_USE_TLS)."""
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as s:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            s.sendall(H2_PREFACE)
+            answer = s.recv(9)
+    except OSError as e:
+        reason = f"no answer in {CONNECT_TIMEOUT_S} s" if isinstance(e, socket.timeout) else e.strerror or e
+        raise ConfigError(f"cluster.address={address}: no Ray cluster reachable at {host}:{port} ({reason}); "
+                          + START_HINT) from None
+    if len(answer) < 4 or answer[3] != 4:
+        raise ConfigError(f"cluster.address={address}: what listens at {host}:{port} is not a Ray cluster (no "
+                          "gRPC answer; the head's GCS port is 6379 by default, RAY_PORT for "
+                          f"launch/local_cluster.sh); {START_HINT}")
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler():
+    """Ray's core worker installs a C++ handler that dumps a stack and aborts (exit 134) on SIGTERM;
+    keep this process's own handler (the CLI's: clean up, one line, exit 143)."""
+    ours = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if callable(ours):
+            signal.signal(signal.SIGTERM, ours)
+
+
 def init_ray(cluster=None, **kwargs):
     """Connect to `cluster.address` or start a local cluster on 127.0.0.1; idempotent.
 
@@ -100,9 +152,25 @@ def init_ray(cluster=None, **kwargs):
     _agree_on_auth_mode()
     if ray.is_initialized():
         return ray
+    with _keep_sigterm_handler():
+        return _init(ray, cluster, **kwargs)
+
+
+def _init(ray, cluster, **kwargs):
     address = getattr(cluster, "address", None)
     if address:
-        ray.init(address=address, **kwargs)
+        check_reachable(address)
+        # Ray tries a GCS that does not answer ~20 times (minutes when each try times out); a running
+        # cluster answers the first. The user's own RAY_gcs_server_port_wait_time_s wins.
+        ours = JOIN_WAIT_ENV not in os.environ
+        os.environ.setdefault(JOIN_WAIT_ENV, str(JOIN_ATTEMPTS))
+        try:
+            ray.init(address=address, **kwargs)
+        except ConnectionError as e:  # nothing at `auto`, or not a Ray GCS at that port
+            raise ConfigError(f"cluster.address={address}: {e}; {START_HINT}") from None
+        finally:
+            if ours:
+                del os.environ[JOIN_WAIT_ENV]
         return ray
     # explicit kwargs (e.g. the tests' num_cpus=2) win over the cluster config
     kwargs.setdefault("num_cpus", getattr(cluster, "num_cpus", None))

@@ -14,16 +14,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
-from distrec.artifacts import read_table, shard_paths
+from distrec.artifacts import read_json, read_table, shard_paths, write_json
 from distrec.data.batches import SEQUENCE_COLUMNS
-from distrec.errors import ConfigError
+from distrec.errors import ConfigError, DistrecError
 
+log = logging.getLogger("distrec.train")
 RUN_NAME = "ray"
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+USER_ERROR = "user-error"  # workers/user-error-<rank>.json: a DistrecError a worker stopped on
 
 
 class RaySession:
@@ -77,16 +83,33 @@ def _worker(config: dict) -> None:
     pids.mkdir(parents=True, exist_ok=True)
     (pids / f"rank-{session.rank}.pid").write_text(f"{os.getpid()}\n")
     source = job.extra["sequences_dir"]
-    if job.cfg.engine.reader == "ray_data":
-        shard = ray.train.get_dataset_shard("sequences")
-        table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=None)))
-    else:
-        table = read_table(source)
-    data = SequenceData.from_arrow(table, source=source)
     try:
-        train_loop(job, session, data)
+        if job.cfg.engine.reader == "ray_data":
+            shard = ray.train.get_dataset_shard("sequences")
+            table = pa.concat_tables(list(shard.iter_batches(batch_format="pyarrow", batch_size=None)))
+        else:
+            table = read_table(source)
+        train_loop(job, session, SequenceData.from_arrow(table, source=source))
+    except DistrecError as e:
+        # Bad input or config (every rank has it: see loop.on_every_rank). Raised, Ray Train would retry
+        # it engine.max_failures times to the same end; the driver raises it instead (user_error).
+        write_json(pids / f"{USER_ERROR}-{session.rank}.json", {"type": type(e).__name__, "message": str(e)})
     finally:
         session._open.close()
+
+
+def user_error(workers_dir: Path) -> DistrecError | None:
+    """The DistrecError the workers stopped on (rank order), removing their reports; None if none."""
+    import distrec.errors
+
+    reports = sorted(Path(workers_dir).glob(f"{USER_ERROR}-*.json"))
+    found = [read_json(p) for p in reports]
+    for p in reports:
+        p.unlink()
+    if not found:
+        return None
+    kind = getattr(distrec.errors, found[0]["type"], DistrecError)
+    return (kind if isinstance(kind, type) and issubclass(kind, DistrecError) else DistrecError)(found[0]["message"])
 
 
 def check_resources(ray, engine_cfg) -> None:
@@ -135,7 +158,13 @@ def run_ray_training(job, sequences_dir: str | Path, cluster_cfg=None):
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=[]),
     )
-    result = trainer.fit()
+    workers_dir = Path(job.train_dir) / "workers"
+    user_error(workers_dir)  # reports an interrupted earlier run left
+    forget_deleted_checkpoints(Path(job.train_dir) / RUN_NAME)
+    result = _fit_in_thread(trainer)
+    error = user_error(workers_dir)
+    if error is not None:
+        raise error
     if result.error is not None:
         raise result.error
     checkpoints = {}
@@ -143,6 +172,63 @@ def run_ray_training(job, sequences_dir: str | Path, cluster_cfg=None):
         checkpoints[int(metrics["step"])] = Path(checkpoint.path)
     latest = Path(result.checkpoint.path) if result.checkpoint is not None else None
     return latest, checkpoints
+
+
+def forget_deleted_checkpoints(run_dir: Path) -> list[str]:
+    """Drop the checkpoints deleted by hand (a corrupt one, as its error says) from Ray Train's run
+    snapshot, so that the run resumes from the newest one left: Ray refuses to start a run whose
+    snapshot names a missing checkpoint. Returns the names dropped."""
+    path = Path(run_dir) / SNAPSHOT
+    if not path.exists():
+        return []
+    snap = json.loads(path.read_text())
+    results, indices = snap.get("checkpoint_results"), snap.get("checkpoint_report_indices")
+    if not isinstance(results, list) or not isinstance(indices, list) or len(results) != len(indices):
+        return []  # not the layout this was written for (Ray 2.60): leave it to Ray's own error
+
+    def exists(result) -> bool:
+        return (Path(run_dir) / result["checkpoint_dir_name"]).exists()
+
+    gone = [r["checkpoint_dir_name"] for r in results if not exists(r)]
+    if not gone:
+        return []
+    kept = [(r, i) for r, i in zip(results, indices) if exists(r)]
+    snap["checkpoint_results"] = [r for r, _ in kept]
+    snap["checkpoint_report_indices"] = [i for _, i in kept]
+    snap["latest_checkpoint_result"] = max(kept, key=lambda ri: ri[1])[0] if kept else None
+    pending = [(r, v) for r, v in zip(snap.get("pending_training_results", []),
+                                      snap.get("pending_validation_specs", [])) if exists(r)]
+    snap["pending_training_results"] = [r for r, _ in pending]
+    snap["pending_validation_specs"] = [v for _, v in pending]
+    for key in ("validated_checkpoint_dir_names", "timed_out_validation_checkpoint_dir_names",
+                "failed_validation_checkpoint_dir_names"):
+        if key in snap:
+            snap[key] = [name for name in snap[key] if name not in gone]
+    write_json(path, snap)
+    log.warning("checkpoints deleted from %s: %s; resuming from %s", run_dir, ", ".join(gone),
+                snap["latest_checkpoint_result"]["checkpoint_dir_name"] if kept else "the start")
+    return gone
+
+
+def _fit_in_thread(trainer):
+    """`trainer.fit()` in a helper thread, the main thread waiting in Python: a signal handler runs only in
+    the main thread, between bytecodes, so in a blocking `ray.get` SIGTERM and Ctrl-C waited for the whole
+    run. Now the CLI's handlers stop the run at once (the driver's exit ends the workers)."""
+    out = {}
+
+    def target():
+        try:
+            out["result"] = trainer.fit()
+        except BaseException as e:  # handed to the main thread
+            out["error"] = e
+
+    thread = threading.Thread(target=target, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
 
 
 def _has_column(path: str, name: str) -> bool:

@@ -13,4 +13,5 @@ class EvalConfig:
     filter_history: bool = False  # mask items already in the history (not the papers' protocol)
     batch_size: int = 256
     checkpoint: str = "best"  # best | last | path to a checkpoint directory
-    max_users: Optional[int] = None  # evaluate a subset (debugging)
+    max_users: Optional[int] = None  # evaluate a seeded random sample of this many users (null = all)
+    sample_seed: int = 0  # seed of that sample, and of train.val_max_users' (the same users at every validation)

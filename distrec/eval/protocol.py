@@ -25,6 +25,8 @@ class EvalProtocol:
     checkpoint: str = "best"  # which trained weights were evaluated
     checkpoint_selection: str = "best validation NDCG@10"
     max_users: Optional[int] = None  # null = every user with a target in the split
+    sample_seed: int = 0  # the seed of the max_users sample
+    user_sample: Optional[dict] = None  # {"users": n, "of": N, "seed": s} when a sample was evaluated, else null
     method: str = ""
     dataset: str = ""
     data_hash: str = ""  # content hash of the prepared sequences
@@ -38,6 +40,8 @@ class EvalProtocol:
         self.ks = sorted({int(k) for k in self.ks})
         if self.decoding not in DECODINGS:
             raise ConfigError(f"eval.decoding='{self.decoding}' is unknown; choose one of {list(DECODINGS)}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ConfigError(f"eval.max_users={self.max_users} must be >= 1 (or null: every user)")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width={self.beam_width} is smaller than max(eval.ks)={max(self.ks)}: "
                               "a beam cannot return more items than its width; raise eval.beam_width")
@@ -48,6 +52,7 @@ class EvalProtocol:
         e = cfg.eval
         return cls(split=e.split, ks=list(e.ks), filter_history=e.filter_history, decoding=e.decoding,
                    beam_width=e.beam_width, checkpoint=str(e.checkpoint), max_users=e.max_users,
+                   sample_seed=e.sample_seed,
                    method=cfg.method.name, dataset=cfg.data.name, **recorded)
 
     def to_dict(self) -> dict:

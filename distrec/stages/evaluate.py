@@ -62,7 +62,7 @@ def _apply_decoding(model, protocol) -> None:
 def run(cfg) -> dict:
     import torch
 
-    from distrec.data.batches import SequenceData, eval_batches, eval_rows
+    from distrec.data.batches import SequenceData, eval_batches, eval_users, user_sample
     from distrec.data.dataset import load_prepared
     from distrec.eval.evaluator import evaluate
     from distrec.train.export import load_trained_model
@@ -82,20 +82,20 @@ def run(cfg) -> dict:
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
         _check_same_data(info, data_hash, data.num_items, cfg)
         sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
-    protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"))
+    protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"),
+                       user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     _apply_decoding(model, protocol)
 
     max_history = int(info["model"]["max_history"])
-    users = len(eval_rows(sequences, protocol.split)[0])
-    if protocol.max_users is not None:
-        users = min(users, protocol.max_users)
+    users = len(eval_users(sequences, protocol.split, protocol.max_users, protocol.sample_seed)[0])
     if users == 0:
         raise ConfigError(f"{cfg.paths.data}: no user has a '{protocol.split}' target; "
                           "check data.split or choose eval.split=valid|test")
     batch_size = int(cfg.eval.batch_size)
 
     def batches():
-        return eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users)
+        return eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users,
+                            seed=protocol.sample_seed)
 
     with timer("evaluate"):
         result = evaluate(model, batches(), ks=protocol.ks, num_items=data.num_items,
@@ -147,7 +147,9 @@ def _predictions_table(p: dict) -> pa.Table:
 def metrics_table(report: dict) -> str:
     m, p = report["metrics"], report["protocol"]
     ks = p["ks"]
-    lines = [f"evaluate {report['model']['method']} on {p['dataset']} [{p['split']}], {m['users']} users, "
+    sample = p.get("user_sample")
+    users = f"{m['users']} of {sample['of']} users (seeded sample)" if sample else f"{m['users']} users"
+    lines = [f"evaluate {report['model']['method']} on {p['dataset']} [{p['split']}], {users}, "
              f"{p['ranking']}, {p['ties']} ties, weights: {report['model']['weights']}",
              " " * 10 + "".join(f"{'@' + str(k):>9}" for k in ks)]
     for name in ("recall", "ndcg", "coverage"):

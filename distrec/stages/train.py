@@ -34,9 +34,10 @@ def run(cfg) -> dict:
     from distrec.data.dataset import load_prepared
     from distrec.models.registry import Catalog, build_model
     from distrec.train.export import ITEM_COUNTS
-    from distrec.train.loop import TrainJob
+    from distrec.train.loop import TrainJob, check_batches, check_train_config
     from distrec.train.trainer import fit
 
+    check_train_config(cfg)
     timer = Timer()
     train_dir = Path(cfg.paths.train).resolve()  # absolute: Ray workers run elsewhere
     if not cfg.train.resume and _existing_run(train_dir):
@@ -45,6 +46,7 @@ def run(cfg) -> dict:
     with timer("load"):
         data = load_prepared(cfg.paths.data)
         sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
+        check_batches(cfg, sequences)
         sid_table, sid_hash = None, None
         if cfg.method.name not in ID_METHODS:
             from distrec.tokenize.sid_table import SIDTable
@@ -60,14 +62,13 @@ def run(cfg) -> dict:
     job = TrainJob(cfg=cfg, make_model=functools.partial(build_model, cfg.model, cfg.method, catalog),
                    num_items=data.num_items, identity=identity, train_dir=str(train_dir),
                    data=sequences if cfg.engine.num_workers == 0 else None)
-    train_dir.mkdir(parents=True, exist_ok=True)
-    np.save(train_dir / ITEM_COUNTS, item_counts)
     info = {"method": method_cfg, "model": model_cfg, "num_items": data.num_items,
             "sids_dir": str(Path(cfg.paths.sids).resolve()) if sid_hash else None,
             "data_dir": str(Path(cfg.paths.data).resolve()), "include_valid": bool(cfg.train.include_valid),
             **_param_counts(job)}
-    with timer("train"):
+    with timer("train"):  # the first thing that writes into train_dir
         summary = fit(job, Path(cfg.paths.data).resolve() / "sequences", cfg.cluster, info)
+    np.save(train_dir / ITEM_COUNTS, item_counts)  # read with the weights (export.load_trained_model)
     write_manifest(train_dir, stage="train", config=cfg, timings=timer.phases,
                    inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})

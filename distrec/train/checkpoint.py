@@ -129,7 +129,8 @@ def restore_checkpoint(directory: Path, engine, identity: dict) -> dict:
                           f"this run uses {now}; resume with the same engine settings or start a new run")
     engine.load(directory)
     rng_path = directory / f"rng-{engine.rank}.pt"
-    corrupt = "the checkpoint is corrupt: delete it to resume from the previous one"
+    corrupt = (f"the checkpoint is corrupt: delete {directory} and run the same command again; training resumes "
+               "from the previous checkpoint (under Ray Train too)")
     rng = load_tensors(rng_path, "RNG state", corrupt)
     try:
         torch.set_rng_state(rng["torch"])

@@ -33,8 +33,9 @@ PRECISIONS = ("fp32", "bf16")
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-CORRUPT_CHECKPOINT = ("it is corrupt or from another engine.kind/zero_stage: delete this checkpoint directory to "
-                      "resume from the previous one, or start a fresh run")
+CORRUPT_CHECKPOINT = ("it is corrupt (or from another engine.kind/zero_stage): delete the checkpoint directory "
+                      "that holds it (checkpoints/step-N/ or ray/checkpoint_*/) and run the same command again; "
+                      "training resumes from the previous checkpoint (under Ray Train too)")
 
 
 @dataclass
@@ -75,6 +76,12 @@ def check_engine_config(engine_cfg) -> None:
         raise ConfigError("engine.offload_params needs engine.zero_stage=3")
     if engine_cfg.offload_optimizer and engine_cfg.zero_stage == 0:
         raise ConfigError("engine.offload_optimizer needs engine.zero_stage >= 1")
+    if engine_cfg.num_workers < 0:
+        raise ConfigError(f"engine.num_workers={engine_cfg.num_workers} must be >= 0 (0 = this process, no Ray)")
+    if not engine_cfg.cpus_per_worker > 0:
+        raise ConfigError(f"engine.cpus_per_worker={engine_cfg.cpus_per_worker} must be > 0")
+    if engine_cfg.max_failures < -1:
+        raise ConfigError(f"engine.max_failures={engine_cfg.max_failures} must be >= 0 (or -1: retry forever)")
 
 
 def init_single_process(backend: str = "gloo") -> None:

@@ -17,8 +17,8 @@ import torch
 from tqdm import tqdm
 
 from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_train, eval_batches,
-                                  eval_rows)
-from distrec.errors import ConfigError
+                                  eval_rows, user_sample)
+from distrec.errors import ConfigError, DistrecError
 from distrec.train import checkpoint as ckpt
 from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog, format_duration
@@ -36,6 +36,50 @@ def select_metric(cfg) -> str:
         raise ConfigError(f"train.select_metric='{cfg.train.select_metric}' is not a validation metric; "
                           f"choose one of {allowed} (K comes from eval.ks)")
     return cfg.train.select_metric
+
+
+# Lowest allowed value of each numeric train key (null stays allowed where the schema allows it).
+# Checked before any work: max_steps=-3 used to crash inside DeepSpeed, max_steps=0 to train 20 epochs.
+TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 0, "max_steps": 1, "epochs": 1,
+                 "eval_every": 0, "patience": 0, "checkpoint_every": 0, "log_every": 1, "keep_checkpoints": 0,
+                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0}
+
+
+def check_train_config(cfg) -> None:
+    """Refuse `train`/`engine` values that cannot work, naming the key (before anything is loaded or written)."""
+    from distrec.train.engine import OPTIMIZERS, check_engine_config
+    from distrec.train.schedules import SCHEDULES
+
+    t = cfg.train
+    for key, low in TRAIN_MINIMUM.items():
+        if t[key] is not None and t[key] < low:
+            raise ConfigError(f"train.{key}={t[key]} must be >= {low}"
+                              + (" (or null: train.epochs x steps per epoch)" if key == "max_steps" else ""))
+    if not t.lr > 0:
+        raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"train.betas={list(t.betas)} must both be in [0, 1)")
+    if t.schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule='{t.schedule}' is unknown; choose one of {list(SCHEDULES)}")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer='{t.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
+    check_engine_config(cfg.engine)
+    select_metric(cfg)
+    e = cfg.engine
+    # the workers run on this host (in this process, or in the local Ray cluster it starts)
+    if e.use_gpu and (e.num_workers == 0 or not cfg.cluster.address) and not torch.cuda.is_available():
+        raise ConfigError(f"engine.use_gpu=true but this host has no usable CUDA GPU (torch {torch.__version__}: "
+                          "torch.cuda.is_available() is False); set engine.use_gpu=false, or run on a GPU host "
+                          "or join a GPU cluster (cluster.address)")
+
+
+def check_batches(cfg, data: SequenceData) -> None:
+    """The batch arithmetic the workers will do, checked on the data in the driver."""
+    t = cfg.train
+    world = max(1, int(cfg.engine.num_workers))
+    plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
+    TrainSampler(build_train_index(data, cfg.model.max_history, t.include_valid), plan.global_batch,
+                 plan.micro_batch, world, 0, cfg.seed, t.loss_weighting, t.group_by_length)
 
 
 @dataclass
@@ -93,6 +137,19 @@ def all_gather_objects(obj) -> list:
     return [obj]
 
 
+def on_every_rank(fn: Callable[[], Any]) -> Any:
+    """fn(); a DistrecError on any rank is raised on every rank (collective). A rank going on alone
+    would wait forever in the next collective for the rank that stopped."""
+    try:
+        out, error = fn(), None
+    except DistrecError as e:
+        out, error = None, e
+    errors = [e for e in all_gather_objects(error) if e is not None]
+    if errors:
+        raise errors[0]
+    return out
+
+
 def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world: int) -> dict:
     """Validation metrics over all ranks' users (each rank evaluates a slice; sums are all-reduced)."""
     from distrec.eval.evaluator import evaluate
@@ -106,7 +163,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
         model.to(engine.device)
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
     batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
-                           cfg.train.val_max_users)
+                           cfg.train.val_max_users, cfg.eval.sample_seed)
     # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
     result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
                       precision=cfg.engine.precision)
@@ -117,6 +174,9 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
         acc.load(all_reduce(acc.state().to(engine.device)).cpu())
         out.update({prefix + k: v for k, v in acc.result().items()
                     if k.startswith(("ndcg", "recall", "mrr")) or (k == "users" and not prefix)})
+    sample = user_sample(data, "valid", cfg.train.val_max_users, cfg.eval.sample_seed)
+    if sample is not None:  # a seeded sample of the validation users, not all of them
+        out.update(users_of=sample["of"], sample_seed=sample["seed"])
     return out
 
 
@@ -170,8 +230,9 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
              "summary": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
              **protocol}
     latest = session.latest_checkpoint()
-    if latest is not None:
-        state.update(_resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest))
+    if latest is not None:  # each rank reads its own files: a corrupt one must stop every rank
+        state.update(on_every_rank(
+            lambda: _resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest)))
         if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
             state.update(done=False, summary=None)  # a finished run given more steps trains on
     state["attempts"] += 1

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from data_helpers import FIXTURES, normalised, write_jsonl
+from data_helpers import FIXTURES, normalised, sequences, write_jsonl
 
 from distrec.errors import ConfigError, DataError
 
@@ -97,6 +97,26 @@ def test_other_formats_name_file_and_line(prepare_in, tmp_path):
                                               "{'reviewerID': 'a', 'asin':"])
     expect_error(prepare_in, ["data.format=amazon2014", f"data.path={amazon}"], "reviews_X_5.json, line 2",
                  "neither JSON nor a Python dict literal")
+
+
+def test_blank_user_or_item_cells_are_refused_or_counted_alike_in_csv_and_parquet(prepare_in, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # rows 2 and 4 have a blank user / item cell: a CSV reads them as "", parquet holds nulls
+    users, items = ["a", "", "a", "b", "b", "b"], ["x", "y", "y", " ", "x", "y"]
+    (tmp_path / "log.csv").write_text("u,i\n" + "".join(f"{u},{i}\n" for u, i in zip(users, items)))
+    pq.write_table(pa.table({"u": [u.strip() or None for u in users], "i": [i.strip() or None for i in items]}),
+                   tmp_path / "log.parquet")
+    for name in ("log.csv", "log.parquet"):
+        overrides = ["data.format=table", f"data.path={tmp_path / name}", "data.columns.user=u", "data.columns.item=i",
+                     "data.columns.timestamp=null"]
+        line = 3 if name == "log.csv" else 2  # CSV: the file's line (after the header); parquet: the row
+        expect_error(prepare_in, overrides, f"{name}, line {line}", "empty user (column 'u')", "on_error=skip")
+        data = prepare_in(*overrides, "data.on_error=skip")
+        assert data.stats["dropped"] == {"missing_field": 2}, name
+        assert data.num_users == 2 and data.num_items == 2, name  # no phantom user "" or item ""
+        assert sequences(data) == [[1, 2], [1, 2]], name
 
 
 def test_config_errors(prepare_in, tmp_path):

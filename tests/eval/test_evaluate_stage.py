@@ -71,6 +71,22 @@ def test_metrics_match_an_independent_full_score_ranking(trained):
         assert m[f"recall@{k}"] == pytest.approx((ranks < k).mean())
 
 
+def test_max_users_evaluates_a_recorded_random_sample(trained, capsys):
+    out = trained / "eval_sample"
+    report = stage("evaluate", trained, "eval.max_users=100", "eval.sample_seed=3", f"paths.eval={out}")
+    saved = json.loads((out / "metrics.json").read_text())["protocol"]
+    assert saved["user_sample"] == report["protocol"]["user_sample"] == {"users": 100, "of": 943, "seed": 3}
+    assert "100 of 943 users (seeded sample)" in capsys.readouterr().out
+    users = read_table(out / "predictions").column("user_id").to_pylist()
+    assert len(users) == 100 and users != list(range(1, 101)) and max(users) > 800  # not the first 100 ids
+    # validation during training (train.val_max_users=100) records its sample in every validation row
+    rows = [json.loads(line) for line in (trained / "train" / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["split"] == "valid"]
+    assert valid and all((r["users"], r["users_of"], r["sample_seed"]) == (100, 943, 0) for r in valid)
+    full = stage("evaluate", trained, f"paths.eval={trained / 'eval_full'}")
+    assert full["protocol"]["user_sample"] is None
+
+
 def test_valid_split_and_history_filter(trained):
     out = trained / "eval_valid"
     report = stage("evaluate", trained, "eval.split=valid", "eval.filter_history=true", f"paths.eval={out}")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_eval, collate_train,
-                                  eval_batches, eval_rows)
+                                  eval_batches, eval_rows, user_sample)
 from distrec.errors import ConfigError, DataError
 
 
@@ -126,3 +126,23 @@ def test_every_rank_runs_the_same_number_of_eval_batches(ml100k):
     assert len({len(p) for p in per_rank}) == 1
     users = torch.cat([b["user_ids"][:n] for p in per_rank for b, n in p])
     assert sorted(users.tolist()) == sorted(ml100k.user_ids[ml100k.valid_pos >= 1].tolist())
+
+
+def test_max_users_is_a_seeded_random_sample_the_same_for_every_worker_count(ml100k):
+    every, _ = eval_rows(ml100k, "valid")
+
+    def users(world, seed=0, max_users=300):
+        per_rank = [list(eval_batches(ml100k, "valid", 50, 64, rank=r, world_size=world, max_users=max_users,
+                                      seed=seed)) for r in range(world)]
+        assert len({len(p) for p in per_rank}) == 1  # every rank runs the same number of batches
+        return sorted(torch.cat([b["user_ids"][:n] for p in per_rank for b, n in p]).tolist())
+
+    one = users(1)
+    assert len(one) == 300 and users(3) == one == users(1)  # any worker count, at every validation
+    assert one != sorted(ml100k.user_ids[every[:300]].tolist())  # not the first 300 in id order
+    rows = np.searchsorted(ml100k.user_ids, one)
+    assert 0.35 < rows.mean() / len(ml100k.user_ids) < 0.65 and rows.max() > 0.9 * len(ml100k.user_ids)
+    assert users(1, seed=1) != one
+    assert users(2, max_users=10 ** 6) == sorted(ml100k.user_ids[every].tolist())  # more than there are: all
+    assert user_sample(ml100k, "valid", 300, 0) == {"users": 300, "of": len(every), "seed": 0}
+    assert user_sample(ml100k, "valid", None, 0) is None

@@ -137,9 +137,13 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, 
     for f in (latest / "engine").iterdir():
         f.write_bytes(f.read_bytes()[:100])
     before = (run_dir / "weights" / "best.pt").read_bytes()
-    with pytest.raises(DataError, match="cannot be loaded"):
+    with pytest.raises(DataError, match="cannot be loaded") as info:
         train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")
     assert (run_dir / "weights" / "best.pt").read_bytes() == before
+    assert str(info.value).startswith(f"{latest}/engine/") and "delete the checkpoint directory" in str(info.value)
+    shutil.rmtree(latest)  # as the hint says: the run resumes from the previous checkpoint
+    assert train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")["steps"] == 12
+    assert losses(run_dir) == pytest.approx(losses(out / "ds"), rel=1e-5, abs=1e-6)
 
 
 class Payload:

@@ -1,14 +1,16 @@
 """Ray Train + DeepSpeed with real worker processes and gloo: same losses for any worker count,
 ZeRO-3 memory partitioning, recovery from a killed worker, and refusing impossible placements."""
 
+import json
 import os
+import shutil
 import signal
 import threading
 import time
 
 import pytest
 
-from distrec.errors import ConfigError
+from distrec.errors import ConfigError, DataError
 from train_helpers import losses, rows, train
 
 pytestmark = [pytest.mark.ray, pytest.mark.distributed]
@@ -74,3 +76,24 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused(prepared, ray_local, 
     with pytest.raises(ConfigError, match="needs 4 CPUs"):
         train(prepared, tmp_path / "big", "engine=zero2", "engine.num_workers=8")
     assert not (tmp_path / "big" / "checkpoints").exists()
+
+
+def test_a_corrupt_checkpoint_stops_the_run_once_and_its_hint_resumes_it(prepared, ray_local, ray_runs, tmp_path):
+    """Under Ray Train a corrupt checkpoint is the user's error: not retried (engine.max_failures=2), and
+    following the printed hint (delete the checkpoint directory) resumes from the previous one."""
+    out, _ = ray_runs
+    run_dir = tmp_path / "corrupt"
+    shutil.copytree(out / "zero2_2w", run_dir)
+    snapshot = json.loads((run_dir / "ray" / "checkpoint_manager_snapshot.json").read_text())
+    latest = run_dir / "ray" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    assert json.loads((latest / "state.json").read_text())["step"] == 12
+    for f in (latest / "engine").rglob("*.pt"):
+        f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot be loaded") as info:  # not Ray's error after 2 retries
+        train(prepared, run_dir, "engine=zero2", "engine.max_failures=2")
+    message = str(info.value)
+    assert message.startswith(f"{latest}/engine/") and "delete the checkpoint directory that holds it" in message
+    shutil.rmtree(latest)  # what the hint says
+    summary = train(prepared, run_dir, "engine=zero2", "engine.max_failures=2")
+    assert summary["steps"] == 12
+    assert losses(run_dir) == pytest.approx(losses(out / "zero2_2w"), rel=1e-5, abs=1e-6)

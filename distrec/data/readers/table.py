@@ -27,14 +27,22 @@ def load(path: Path, raw: RawData) -> pa.Table:
         raise DataError("folder has no *.parquet files", path, hint="point data.path at a parquet/CSV file or folder")
     raw.files.extend(files)
     try:
-        tables = [pcsv.read_csv(f) if f.suffix == ".csv" or f.name.endswith(".csv.gz") else pq.read_table(f)
-                  for f in files]
+        tables = [pcsv.read_csv(f) if is_csv(f) else pq.read_table(f) for f in files]
     except (pa.ArrowInvalid, OSError) as e:
         raise DataError(f"cannot read table ({e})", path, hint="a parquet file, or a CSV with a header row") from None
     table = pa.concat_tables(tables, promote_options="default")
     if table.num_rows == 0:
         raise DataError("file is empty (no data rows)", path, hint="point the config at the right file")
     return table
+
+
+def is_csv(path: Path) -> bool:
+    return path.suffix == ".csv" or path.name.endswith(".csv.gz")
+
+
+def blank(value) -> bool:
+    """A missing id: null, or an empty/whitespace string (a blank CSV cell reads as "", not null)."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def column(table: pa.Table, name: str, key: str, path: Path) -> pa.ChunkedArray:
@@ -64,13 +72,16 @@ def read(cfg, errors: RowErrors) -> RawData:
     items = column(table, cols.item, "item", path).to_pylist()
     times = to_seconds(column(table, cols.timestamp, "timestamp", path), path) if cols.timestamp else None
     ratings = column(table, cols.rating, "rating", path).to_pylist() if cols.rating else None
-    first_row = 2 if path.suffix == ".csv" else 1  # CSV: the line number in the file; parquet: the row number
+    first_row = 2 if is_csv(path) else 1  # CSV: the line number in the file; parquet: the row number
     for row, (user, item) in enumerate(zip(users, items)):
         t = times[row] if times is not None else None
         r = ratings[row] if ratings is not None else None
-        if user is None or item is None or (times is not None and t is None) or (ratings is not None and r is None):
-            errors.bad("missing_field", "empty user, item, timestamp or rating", path, row + first_row,
-                       hint="fill the value or drop the row")
+        missing = [key for key, value, used in (("user", user, True), ("item", item, True),
+                                                 ("timestamp", t, times is not None), ("rating", r, ratings is not None))
+                   if used and blank(value)]
+        if missing:
+            errors.bad("missing_field", "empty " + ", ".join(f"{key} (column '{cols[key]}')" for key in missing),
+                       path, row + first_row, hint="fill the value or drop the row")
             continue
         if raw.has_catalog and str(item) not in raw.items:
             errors.bad("unknown_item", f"item {item!r} is not in the item table", path, row + first_row,
@@ -91,9 +102,9 @@ def read_items(path: Path, cfg, raw: RawData, errors: RowErrors) -> None:
     values = {name: table.column(name).to_pylist() for name in others}
     raw.has_catalog = True
     for row, key in enumerate(keys):
-        if key is None or str(key) in raw.items:
-            errors.bad("duplicate_item" if key is not None else "missing_field",
-                       f"item {key!r} is missing or appears twice", path, row + 2,
+        if blank(key) or str(key) in raw.items:
+            errors.bad("duplicate_item" if not blank(key) else "missing_field",
+                       f"item {key!r} is missing or appears twice", path, row + (2 if is_csv(path) else 1),
                        hint="item ids must be present and unique")
             continue
         raw.items[str(key)] = {name: values[name][row] for name in others}
