@@ -190,13 +190,16 @@ def code_usage(engine: Engine) -> dict:
 
 def _resumable(saved: dict, protocol: dict, where) -> dict:
     """The restored state under this run's protocol. Training targets must not change mid-run; a new
-    selection metric or history filtering restarts the best-checkpoint tracking (old values are not
-    comparable). Checkpoints from before these keys were kept count as the defaults."""
+    selection metric, history filtering or set of validation users restarts the best-checkpoint
+    tracking (old values are not comparable). Checkpoints from before these keys were kept count as the defaults."""
     if saved.get("include_valid", False) != protocol["include_valid"]:
         raise ConfigError(f"{where}: checkpoint was trained with train.include_valid={saved.get('include_valid', False)}"
                           f"; resume with the same value, or use another `name` for a run with "
                           f"include_valid={protocol['include_valid']}")
-    defaults = {"select_metric": "ndcg@10", "filter_history": False}
+    # before validation users were sampled, val_max_users took the first N users
+    first_n = protocol["validation_users"].split(" ")[0]
+    defaults = {"select_metric": "ndcg@10", "filter_history": False,
+                "validation_users": "all" if first_n == "all" else f"first {first_n}"}
     changed = [k for k in defaults if saved.get(k, defaults[k]) != protocol[k]]
     if changed:
         logger.warning("%s: %s changed since this checkpoint; best-checkpoint tracking starts again", where,
@@ -222,7 +225,9 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
 
     # what the validation numbers and the training targets mean: a resumed run must mean the same
     protocol = {"include_valid": bool(t.include_valid), "select_metric": metric,
-                "filter_history": bool(cfg.eval.filter_history)}
+                "filter_history": bool(cfg.eval.filter_history),
+                "validation_users": "all" if t.val_max_users is None
+                else f"{t.val_max_users} sampled, seed {cfg.eval.sample_seed}"}
     # train_seconds (validation excluded), samples_seen, tokens_seen, attempts: summed over every
     # attempt of the run (they travel in the checkpoints): the x axis of equal-wall-clock comparisons,
     # and a resumed or recovered run's summary covers all of its steps

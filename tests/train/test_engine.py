@@ -119,14 +119,20 @@ def test_a_resumed_run_keeps_its_training_targets_and_restarts_selection_on_a_ne
     from distrec.train.loop import _resumable
 
     saved = {"step": 8, "best_metric": 0.1, "best_step": 6, "bad_evals": 1, "include_valid": False,
-             "select_metric": "ndcg@10", "filter_history": False}
-    same = {"include_valid": False, "select_metric": "ndcg@10", "filter_history": False}
+             "select_metric": "ndcg@10", "filter_history": False, "validation_users": "all"}
+    same = {"include_valid": False, "select_metric": "ndcg@10", "filter_history": False, "validation_users": "all"}
     assert _resumable(saved, same, "ckpt")["best_step"] == 6
     with pytest.raises(ConfigError, match="include_valid"):
         _resumable(saved, {**same, "include_valid": True}, "ckpt")
     restarted = _resumable(saved, {**same, "select_metric": "recall@10"}, "ckpt")
     assert restarted["best_metric"] is None and restarted["bad_evals"] == 0 and restarted["step"] == 8
     assert "select_metric ndcg@10 -> recall@10" in caplog.text
+    # a checkpoint from before validation users were sampled validated on the first N users
+    sampled = {**same, "validation_users": "3000 sampled, seed 0"}
+    assert _resumable({**saved, "validation_users": "3000 sampled, seed 0"}, sampled, "ckpt")["best_step"] == 6
+    old = {k: v for k, v in saved.items() if k != "validation_users"}
+    assert _resumable(old, sampled, "ckpt")["best_step"] is None
+    assert "validation_users first 3000 -> 3000 sampled, seed 0" in caplog.text
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, prepared, tmp_path):
