@@ -109,11 +109,14 @@ def test_t5_cached_decoding_equals_full_decode_and_reorders():
         for t in range(1, 4):
             steps.append(model.decode(y[:, t:t + 1], memory, pad, cache=cache))
         torch.testing.assert_close(torch.cat(steps, 1), full[:, :4], atol=2e-5, rtol=1e-4)
-        beams = torch.tensor([1, 1, 0])
-        cache.reorder(beams)
-        last = model.decode(y[beams, 4:5], None, None, cache=cache)  # memory K/V come from the cache
-        ref = model.decode(y[beams], memory[beams], pad[beams])
-    torch.testing.assert_close(last[:, 0], ref[:, 4], atol=2e-5, rtol=1e-4)
+        # beam search: two beams per user (user-major), from the user's own rows only
+        rows = torch.tensor([0, 0, 1, 1, 2, 2])
+        cache.reorder(rows)
+        last = model.decode(y[rows, 4:5], None, None, cache=cache)  # memory K/V come from the cache
+        ref = model.decode(y[rows], memory[rows], pad[rows])
+        torch.testing.assert_close(last[:, 0], ref[:, 4], atol=2e-5, rtol=1e-4)
+        # the memory K/V stay one row per user, however many beams read them
+        assert all(t.shape[0] == 3 for t in cache.static.values())
 
 
 # ---------------------------------------------------------------- T5 relative positions

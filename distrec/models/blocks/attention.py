@@ -20,10 +20,25 @@ def sdpa_mask(allowed=None, bias=None, dtype=torch.float32):
 
 
 def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
-    """q [B,H,Tq,d], k/v [B,H,Tk,d]; mask from `sdpa_mask` (None with is_causal = plain causal)."""
+    """q [B,H,Tq,d], k/v [B,H,Tk,d]; mask from `sdpa_mask` (None with is_causal = plain causal).
+
+    k/v may have fewer rows than q, B = groups x rows (beam search: a user's beams, user-major, share
+    the user's cross-attention memory): each group's queries are folded into the query axis, so the
+    memory is never repeated per beam (TIGER's validation held 5 GB of repeated K/V at 256 users x 20
+    beams). Then `mask` must be the same for every query ([rows, 1, 1, Tk]: key padding)."""
     if mask is not None and mask.dtype != torch.bool:
         mask = mask.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal and mask is None)
+    B, H, Tq, d = q.shape
+    rows = k.shape[0]
+    if rows == B:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              is_causal=is_causal and mask is None)
+    if B % rows or is_causal or (mask is not None and mask.shape[-2] != 1):
+        raise ValueError(f"{B} queries rows over {rows} key rows need whole groups, no causal or per-query mask")
+    groups = B // rows
+    q = q.view(rows, groups, H, Tq, d).transpose(1, 2).reshape(rows, H, groups * Tq, d)
+    h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return h.view(rows, H, groups, Tq, d).transpose(1, 2).reshape(B, H, Tq, d)
 
 
 class MultiHeadAttention(nn.Module):

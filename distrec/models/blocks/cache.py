@@ -3,6 +3,10 @@
 Per layer it keeps keys/values [B, H, T, d] in a buffer that grows by doubling (no copy per step),
 plus per-position side data ([B, T] tensors: key padding, timestamps, positions) and static
 per-layer tensors (T5 cross-attention K/V). `reorder(beam_idx)` follows beam search.
+
+Static tensors are kept once per *user*, not per beam: beam search reorders rows only within a user
+(row = user x beams + beam), so a user's memory K/V serve all of its beams (`attention.attend` folds
+the beams into the query axis) and are never reordered or repeated.
 """
 
 import torch
@@ -16,7 +20,7 @@ class KVCache:
         self.keys = [None] * n_layers
         self.values = [None] * n_layers
         self.seq = {}  # name -> [B, length] side data (e.g. "pad", "timestamps", "positions")
-        self.static = {}  # name -> tensor with batch first (e.g. cross-attention K/V), fixed over steps
+        self.static = {}  # name -> tensor with one row per user (e.g. cross-attention K/V), fixed over steps
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write the new keys/values of `layer` after the cached ones; return all of them."""
@@ -50,11 +54,11 @@ class KVCache:
         self.length += n
 
     def reorder(self, beam_idx: torch.Tensor) -> "KVCache":
-        """Keep batch rows `beam_idx` (in that order), in place; returns self."""
+        """Keep batch rows `beam_idx` (in that order), in place; returns self. Rows must stay within
+        their user (beam search); static tensors, one row per user, are left as they are."""
         for i in range(self.n_layers):
             if self.keys[i] is not None:
                 self.keys[i] = self.keys[i].index_select(0, beam_idx)
                 self.values[i] = self.values[i].index_select(0, beam_idx)
         self.seq = {n: t.index_select(0, beam_idx) for n, t in self.seq.items()}
-        self.static = {n: t.index_select(0, beam_idx) for n, t in self.static.items()}
         return self
