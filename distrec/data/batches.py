@@ -2,7 +2,9 @@
 
 Sequences live in flat numpy arrays (`SequenceData`); a training *sample* is a window of at most
 `max_history` positions ending at some position of a user's training prefix. Batches are built
-by vectorised gathers, left-padded with 0.
+by vectorised torch gathers, left-padded with 0, on the device the sample ids are on: host arrays
+are read in place (`torch.from_numpy`); `engine.kind=fast` keeps a copy of the arrays on its device
+and cuts every batch there (`TrainSampler.device_micro_batches`), with the same code.
 
 Sampling is a pure function of (seed, step): every step's global batch is the same set of samples
 whatever the number of workers, and each worker takes its interleaved micro-batches from it. That
@@ -12,7 +14,7 @@ checkpoint and resume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +36,16 @@ class SequenceData:
     valid_pos: np.ndarray  # int64 [U], -1 = none
     test_pos: np.ndarray  # int64 [U], -1 = none
     timestamps: np.ndarray | None = None  # int64 aligned with items, when the data has them
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # device -> SequenceTensors
+
+    def tensors(self, device: torch.device | str = "cpu") -> "SequenceTensors":
+        """The arrays the batch gathers read, as tensors on `device` (CPU: the same memory; cached)."""
+        device = torch.device(device)
+        if device not in self._tensors:
+            self._tensors[device] = SequenceTensors(
+                *(_tensor(a, device) for a in (self.user_ids, self.items, self.offsets)),
+                None if self.timestamps is None else _tensor(self.timestamps, device))
+        return self._tensors[device]
 
     @classmethod
     def from_arrow(cls, table: pa.Table, source="sequences") -> "SequenceData":
@@ -88,6 +100,22 @@ class SequenceData:
             raise DataError("item id < 1 in sequences (0 is padding)", source, hint="re-run `distrec prepare`")
 
 
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array as a tensor on `device`: the same memory on the CPU (a read-only array, as Arrow and
+    Ray's object store hand out, is copied once: torch wants writable memory), else one copy."""
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
+@dataclass
+class SequenceTensors:
+    user_ids: torch.Tensor
+    items: torch.Tensor
+    offsets: torch.Tensor
+    timestamps: torch.Tensor | None
+
+
 # ---------------------------------------------------------------- training samples
 
 @dataclass
@@ -98,9 +126,18 @@ class TrainIndex:
     end: np.ndarray  # int64 [S]: the window's inputs are items[end-T:end], targets items[end-T+1:end+1]
     label_all: np.ndarray  # bool [S]
     num_labels: np.ndarray  # int64 [S]: labelled positions of the window
+    _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # device -> [user_row, end, ...]
 
     def __len__(self) -> int:
         return len(self.user_row)
+
+    def tensors(self, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """(user_row, end, label_all, num_labels) as tensors on `device` (CPU: the same memory; cached)."""
+        device = torch.device(device)
+        if device not in self._tensors:
+            self._tensors[device] = [_tensor(a, device) for a in (self.user_row, self.end, self.label_all,
+                                                                   self.num_labels)]
+        return self._tensors[device]
 
 
 def build_train_index(data: SequenceData, max_history: int, include_valid: bool = False) -> TrainIndex:
@@ -127,36 +164,37 @@ def build_train_index(data: SequenceData, max_history: int, include_valid: bool 
     return TrainIndex(user_row.astype(np.int64), end.astype(np.int64), label_all, num_labels.astype(np.int64))
 
 
-def _gather(data: SequenceData, rows: np.ndarray, ends: np.ndarray, T: int):
+def _gather(t: SequenceTensors, rows: torch.Tensor, ends: torch.Tensor, T: int):
     """Left-padded [B, T] positions `ends-T .. ends-1` of each row's items (flat indices + mask)."""
-    rel = ends[:, None] - T + np.arange(T)[None, :]
+    rel = ends[:, None] - T + torch.arange(T, device=ends.device)[None, :]
     valid = rel >= 0
-    flat = data.offsets[rows][:, None] + np.where(valid, rel, 0)
+    flat = t.offsets[rows][:, None] + rel.clamp(min=0)
     return flat, valid
 
 
-def _time_columns(data: SequenceData, flat: np.ndarray, valid: np.ndarray) -> dict:
+def _time_columns(t: SequenceTensors, flat: torch.Tensor, valid: torch.Tensor) -> dict:
     """Each position's time and the time of its next item (the target's for the newest): HSTU's
     time-gap bias measures from the latter, as Meta's code does (at serving time: the request time)."""
-    if data.timestamps is None:
+    if t.timestamps is None:
         return {}
-    return {"timestamps": torch.from_numpy(np.where(valid, data.timestamps[flat], 0)),
-            "next_timestamps": torch.from_numpy(np.where(valid, data.timestamps[flat + 1], 0))}
+    return {"timestamps": torch.where(valid, t.timestamps[flat], 0),
+            "next_timestamps": torch.where(valid, t.timestamps[flat + 1], 0)}
 
 
-def collate_train(data: SequenceData, index: TrainIndex, sample_ids: np.ndarray, max_history: int) -> dict:
-    rows, ends, label_all = index.user_row[sample_ids], index.end[sample_ids], index.label_all[sample_ids]
+def collate_train(data: SequenceData, index: TrainIndex, sample_ids, max_history: int) -> dict:
+    """The training batch of `sample_ids` (numpy or a tensor), on the device the ids are on."""
+    ids = torch.as_tensor(sample_ids)
+    t = data.tensors(ids.device)
+    user_row, end, label_all, _ = index.tensors(ids.device)
+    rows, ends, label_all = user_row[ids], end[ids], label_all[ids]
     T = int(max_history)
-    flat, valid = _gather(data, rows, ends, T)
-    inputs = np.where(valid, data.items[flat], 0)
-    targets = np.where(valid, data.items[flat + 1], 0)
-    targets[~label_all, :-1] = 0  # later windows label only their newest position
-    batch = {
-        "input_ids": torch.from_numpy(inputs),
-        "target_ids": torch.from_numpy(targets),
-        "user_ids": torch.from_numpy(data.user_ids[rows]),
-    }
-    return batch | _time_columns(data, flat, valid)
+    flat, valid = _gather(t, rows, ends, T)
+    inputs = torch.where(valid, t.items[flat], 0)
+    newest = torch.arange(T, device=ids.device) == T - 1
+    # later windows label only their newest position
+    targets = torch.where(valid & (label_all[:, None] | newest), t.items[flat + 1], 0)
+    batch = {"input_ids": inputs, "target_ids": targets, "user_ids": t.user_ids[rows]}
+    return batch | _time_columns(t, flat, valid)
 
 
 class TrainSampler:
@@ -184,6 +222,7 @@ class TrainSampler:
         self.accum = global_batch // (micro_batch * world_size)
         self.steps_per_epoch = len(index) // global_batch
         self._epoch, self._perm = -1, None
+        self._device_perm = (None, None)  # ((epoch, device), permutation there)
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
@@ -212,6 +251,23 @@ class TrainSampler:
             sl = slice(block * self.mb, (block + 1) * self.mb)
             out.append((ids[sl], float(counts[sl].sum() / total)))
         return out
+
+    def device_micro_batches(self, step: int, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`micro_batches` computed on `device` (engine.kind=fast): the same ids, and the weights as
+        float32 tensors there, so nothing waits for the host. The epoch's permutation is the same numpy
+        draw, copied to the device once per epoch."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if self._device_perm[0] != (epoch, device):
+            self._device_perm = ((epoch, device), torch.from_numpy(self.permutation(epoch)).to(device))
+        ids = self._device_perm[1][i * self.gb:(i + 1) * self.gb]
+        _, end, _, num_labels = self.index.tensors(device)
+        if self.group_by_length:
+            ids = ids[torch.argsort(end[ids], stable=True)]
+        counts = num_labels[ids].double() if self.weighting == "labels" else torch.ones(len(ids), device=device,
+                                                                                         dtype=torch.float64)
+        weights = (counts.view(-1, self.mb).sum(1) / counts.sum()).float()
+        blocks = [a * self.world + self.rank for a in range(self.accum)]
+        return [(ids[b * self.mb:(b + 1) * self.mb], weights[b]) for b in blocks]
 
 
 # ---------------------------------------------------------------- evaluation batches
@@ -246,30 +302,35 @@ def user_sample(data: SequenceData, split: str, max_users: int | None, seed: int
     return {"users": int(max_users), "of": total, "seed": int(seed)}
 
 
-def collate_eval(data: SequenceData, rows: np.ndarray, pos: np.ndarray, max_history: int) -> dict:
-    """History items[:pos] (last `max_history`, left-padded) and the target items[pos]."""
-    flat, valid = _gather(data, rows, pos, int(max_history))
+def collate_eval(data: SequenceData, rows, pos, max_history: int) -> dict:
+    """History items[:pos] (last `max_history`, left-padded) and the target items[pos], on the device
+    `rows` is on (numpy: the CPU)."""
+    rows = torch.as_tensor(rows)
+    pos = torch.as_tensor(pos, device=rows.device)
+    t = data.tensors(rows.device)
+    flat, valid = _gather(t, rows, pos, int(max_history))
     batch = {
-        "input_ids": torch.from_numpy(np.where(valid, data.items[flat], 0)),
-        "target": torch.from_numpy(data.items[data.offsets[rows] + pos]),
-        "user_ids": torch.from_numpy(data.user_ids[rows]),
+        "input_ids": torch.where(valid, t.items[flat], 0),
+        "target": t.items[t.offsets[rows] + pos],
+        "user_ids": t.user_ids[rows],
     }
-    return batch | _time_columns(data, flat, valid)
+    return batch | _time_columns(t, flat, valid)
 
 
 def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: int,
-                 rank: int = 0, world_size: int = 1, max_users: int | None = None, seed: int = 0):
+                 rank: int = 0, world_size: int = 1, max_users: int | None = None, seed: int = 0, device=None):
     """Yield (batch, n_real) for this worker's share of `split` (or of its seeded sample of max_users
-    users: `eval_users`). Every worker yields the same number of batches (ZeRO-3 needs all ranks in
-    each forward); padding batches repeat users and have n_real < B."""
+    users: `eval_users`), built on `device` (default: the CPU). Every worker yields the same number of
+    batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B."""
     all_rows, all_pos = eval_users(data, split, max_users, seed)
-    rows, pos = all_rows, all_pos
-    per_rank = -(-len(rows) // world_size)
-    mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(rows)))
-    rows, pos = rows[mine], pos[mine]
+    per_rank = -(-len(all_rows) // world_size)
+    mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(all_rows)))
+    device = torch.device(device or "cpu")
+    # the whole share goes to the device at once; each batch is a slice of it
+    rows, pos = (torch.from_numpy(a[mine].copy()).to(device) for a in (all_rows, all_pos))
     for start in range(0, per_rank, batch_size):
         r, p = rows[start:start + batch_size], pos[start:start + batch_size]
         n_real = len(r)
         if n_real == 0:  # this worker ran out: a dummy batch of one user keeps ranks in step
-            r, p = all_rows[:1], all_pos[:1]
+            r, p = (torch.from_numpy(a[:1].copy()).to(device) for a in (all_rows, all_pos))
         yield collate_eval(data, r, p, max_history), n_real

@@ -146,3 +146,20 @@ def test_max_users_is_a_seeded_random_sample_the_same_for_every_worker_count(ml1
     assert users(2, max_users=10 ** 6) == sorted(ml100k.user_ids[every].tolist())  # more than there are: all
     assert user_sample(ml100k, "valid", 300, 0) == {"users": 300, "of": len(every), "seed": 0}
     assert user_sample(ml100k, "valid", None, 0) is None
+
+
+@pytest.mark.parametrize("world,micro,grouped,weighting", [(1, 64, False, "labels"), (1, 16, True, "labels"),
+                                                            (2, 8, True, "rows")])
+def test_device_micro_batches_are_the_host_ones(ml100k, world, micro, grouped, weighting):
+    """engine.kind=fast cuts its batches with torch ops on its device: the same samples, weights and
+    tensors as the host path (here the device is the CPU; on a GPU the code is the same)."""
+    index = build_train_index(ml100k, 50)
+    for rank in range(world):
+        sampler = TrainSampler(index, 64, micro, world, rank, seed=3, weighting=weighting, group_by_length=grouped)
+        for step in (0, 1, sampler.steps_per_epoch):  # a new epoch: a new permutation on the device
+            host, device = sampler.micro_batches(step), sampler.device_micro_batches(step, torch.device("cpu"))
+            assert len(host) == len(device) == 64 // (micro * world)
+            for (ids, w), (ids_t, w_t) in zip(host, device):
+                assert ids_t.tolist() == ids.tolist() and float(w_t) == pytest.approx(w, rel=1e-6)
+                a, b = collate_train(ml100k, index, ids, 50), collate_train(ml100k, index, ids_t, 50)
+                assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
