@@ -95,7 +95,7 @@ def run(cfg) -> dict:
 
     def batches():
         return eval_batches(sequences, protocol.split, max_history, batch_size, max_users=protocol.max_users,
-                            seed=protocol.sample_seed)
+                            seed=protocol.sample_seed, device=device)
 
     with timer("evaluate"):
         result = evaluate(model, batches(), ks=protocol.ks, num_items=data.num_items,

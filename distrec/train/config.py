@@ -31,11 +31,14 @@ class TrainConfig:
     # Meta's HSTU protocol (train up to the second-to-last item, report the last). The last checkpoint
     # is the result; set a fixed budget (epochs), since nothing stops early.
     include_valid: bool = False
+    # stop after this many seconds of the attempt's wall time (validations included): validate, save and
+    # end as early stopping does (null = no limit). For fixed-budget runs (bench/gpu/reproduce).
+    time_limit_s: Optional[float] = None
 
 
 @dataclass
 class EngineConfig:
-    kind: str = "deepspeed"  # deepspeed | plain (single process, no DeepSpeed, for debugging)
+    kind: str = "deepspeed"  # deepspeed | plain (one process, no DeepSpeed, for debugging) | fast (one device: engine=gpu)
     zero_stage: int = 0
     offload_optimizer: bool = False
     offload_params: bool = False
@@ -45,3 +48,4 @@ class EngineConfig:
     use_gpu: bool = False
     reader: str = "arrow"  # how Ray workers read the sequences shards: arrow (pyarrow) | ray_data
     max_failures: int = 0  # Ray Train worker-failure retries (resume from last checkpoint)
+    compile: bool = False  # engine.kind=fast: torch.compile the model's forward

@@ -1,8 +1,11 @@
 """The engine: one optimisation step over a global batch, with DeepSpeed ZeRO or plain torch.
 
-This is the only module that imports DeepSpeed. Both kinds share the optimizer (torch AdamW or Adam: no
+This is the only module that imports DeepSpeed. All kinds share the optimizer (torch AdamW or Adam: no
 JIT-compiled DeepSpeed optimizers), the LambdaLR schedule, bf16 autocast and the loss weighting,
-so `engine.kind=plain` and a 1-worker DeepSpeed run give the same losses.
+so `engine.kind=plain` and a 1-worker DeepSpeed run give the same losses. `engine.kind=fast` is
+plain torch for one device (a GPU): the loop cuts its batches on the device, the optimizer is
+fused on CUDA, fp32 matmuls may use TF32 there, and `engine.compile` wraps the model's forward in
+`torch.compile` (docs/training.md, "The fast path").
 
 Loss weighting: each micro-batch's loss is multiplied by its share `w` of the global batch (its
 labelled positions / those of the global batch). Plain sums the weighted micro-batch gradients;
@@ -28,7 +31,7 @@ from distrec.errors import ConfigError, DataError
 from distrec.train.checkpoint import load_tensors
 from distrec.train.schedules import lr_multiplier
 
-KINDS = ("deepspeed", "plain")
+KINDS = ("deepspeed", "plain", "fast")
 PRECISIONS = ("fp32", "bf16")
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
@@ -68,8 +71,13 @@ def check_engine_config(engine_cfg) -> None:
         raise ConfigError(f"engine.precision='{engine_cfg.precision}' is unknown; choose one of {list(PRECISIONS)}")
     if engine_cfg.zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"engine.zero_stage={engine_cfg.zero_stage} must be 0, 1, 2 or 3")
-    if engine_cfg.kind == "plain" and engine_cfg.num_workers > 0:
-        raise ConfigError("engine.kind=plain runs in one process: set engine.num_workers=0 (or use engine=plain)")
+    if engine_cfg.kind in ("plain", "fast") and engine_cfg.num_workers > 0:
+        raise ConfigError(f"engine.kind={engine_cfg.kind} runs in one process: set engine.num_workers=0 "
+                          f"(or use engine={'plain' if engine_cfg.kind == 'plain' else 'gpu'})")
+    if engine_cfg.kind == "fast" and (engine_cfg.zero_stage or engine_cfg.offload_optimizer or engine_cfg.offload_params):
+        raise ConfigError("engine.kind=fast is one device without DeepSpeed: set engine.zero_stage=0 and no offload")
+    if engine_cfg.compile and engine_cfg.kind != "fast":
+        raise ConfigError("engine.compile=true needs engine.kind=fast (engine=gpu)")
     if engine_cfg.reader not in ("arrow", "ray_data"):
         raise ConfigError(f"engine.reader='{engine_cfg.reader}' is unknown; choose arrow or ray_data")
     if engine_cfg.offload_params and engine_cfg.zero_stage != 3:
@@ -166,13 +174,20 @@ class Engine:
         model = model.to(device)
         if train_cfg.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer='{train_cfg.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
+        # fused (one kernel for all parameters) where it exists and pays: the fast path on CUDA
+        fused = self.kind == "fast" and device.type == "cuda"
         self.optimizer = OPTIMIZERS[train_cfg.optimizer](_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
-                                                         betas=tuple(train_cfg.betas), foreach=False)
+                                                         betas=tuple(train_cfg.betas), foreach=False, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
         self.grad_clip = float(train_cfg.grad_clip or 0.0)
-        if self.kind == "plain":
+        self.forward = model  # what `step` calls: the model, or its compiled forward (engine.compile)
+        if self.kind in ("plain", "fast"):
             self.model, self.ds = model, None
+            if self.kind == "fast" and device.type == "cuda" and self.precision == "fp32":
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            if engine_cfg.compile:  # the module itself stays: its state_dict keys do not change
+                self.forward = torch.compile(model)
         else:
             deepspeed = import_deepspeed()
             deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
@@ -224,8 +239,8 @@ class Engine:
         Returns this worker's share of the global loss (sum of weight x loss; all-reduce to get the
         global-batch loss) and any other scalars the model reported, weighted the same way.
         """
-        module = self.ds if self.ds is not None else self.model
-        module.train()
+        (self.ds if self.ds is not None else self.model).train()
+        module = self.ds if self.ds is not None else self.forward
         sums: dict[str, float] = {}
         for batch, weight in micro_batches:
             batch = self.to_device(batch)
@@ -237,9 +252,9 @@ class Engine:
                 self.ds.step()  # applies the update at the accumulation boundary only
             else:
                 (loss.float() * weight).backward()
-            for key, value in out.items():
+            for key, value in out.items():  # weight: a float, or a tensor on the device (fast)
                 if torch.is_tensor(value) and value.numel() == 1:
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * float(weight)
         if self.ds is None:
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)

@@ -42,7 +42,7 @@ def select_metric(cfg) -> str:
 # Checked before any work: max_steps=-3 used to crash inside DeepSpeed, max_steps=0 to train 20 epochs.
 TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 0, "max_steps": 1, "epochs": 1,
                  "eval_every": 0, "patience": 0, "checkpoint_every": 0, "log_every": 1, "keep_checkpoints": 0,
-                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0}
+                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0, "time_limit_s": 0}
 
 
 def check_train_config(cfg) -> None:
@@ -163,7 +163,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
         model.to(engine.device)
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
     batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
-                           cfg.train.val_max_users, cfg.eval.sample_seed)
+                           cfg.train.val_max_users, cfg.eval.sample_seed, device=engine.device)
     # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
     result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
                       precision=cfg.engine.precision)
@@ -232,14 +232,17 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     # attempt of the run (they travel in the checkpoints): the x axis of equal-wall-clock comparisons,
     # and a resumed or recovered run's summary covers all of its steps
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
-             "summary": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
+             "summary": None, "stopped_by": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
              **protocol}
     latest = session.latest_checkpoint()
     if latest is not None:  # each rank reads its own files: a corrupt one must stop every rank
         state.update(on_every_rank(
             lambda: _resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest)))
-        if state["done"] and state["step"] < total_steps and not (state["summary"] or {}).get("early_stopped"):
-            state.update(done=False, summary=None)  # a finished run given more steps trains on
+        stopped_by = (state["summary"] or {}).get("stopped_by")
+        early = (state["summary"] or {}).get("early_stopped") and stopped_by != "time_limit_s"
+        if state["done"] and state["step"] < total_steps and not early:
+            # a finished run given more steps, or one stopped by its time limit, trains on
+            state.update(done=False, summary=None, stopped_by=None)
     state["attempts"] += 1
     has_valid = not t.include_valid and len(eval_rows(data, "valid")[0]) > 0
     eval_every = int(t.eval_every or sampler.steps_per_epoch)
@@ -256,12 +259,20 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                      {"step": step, **(state["valid"] or {})},
                      protect={state["best_step"]} if state["best_step"] is not None else set())
 
+    def micro_batches(step: int) -> list:
+        """This worker's micro-batches of `step`: cut on the engine's device (fast), else on the host."""
+        if engine.kind == "fast":
+            chosen = sampler.device_micro_batches(step, engine.device)
+        else:
+            chosen = sampler.micro_batches(step)
+        return [(collate_train(data, index, ids, cfg.model.max_history), w) for ids, w in chosen]
+
     last_loss, first_step = float("nan"), state["step"]
     clock = Clock(first_step, total_steps)
     while state["step"] < total_steps and not state["done"]:
         step = state["step"]
         start = time.perf_counter()
-        micro = [(collate_train(data, index, ids, cfg.model.max_history), w) for ids, w in sampler.micro_batches(step)]
+        micro = micro_batches(step)
         sums = engine.step(micro)
         n_tokens = sum(int((b["input_ids"] > 0).sum()) for b, _ in micro)
         reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens)], dtype=torch.float64))
@@ -281,7 +292,10 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                    "tokens_per_s": float(reduced[1]) / elapsed, "train_seconds": round(state["train_seconds"], 2)}
             log.log(row)
             bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{row['samples_per_s']:.0f}")
-        evaluate_now = has_valid and (step % eval_every == 0 or step == total_steps)
+        # train.time_limit_s: the attempt's time is up (the same on every rank: rank 0's clock decides)
+        out_of_time = t.time_limit_s is not None and bool(all_reduce(torch.tensor(
+            [float(time.perf_counter() - clock.start >= t.time_limit_s and rank == 0)]))[0])
+        evaluate_now = has_valid and (step % eval_every == 0 or step == total_steps or out_of_time)
         improved = False
         if evaluate_now:
             metrics = validate(engine, job, data, rank, world)
@@ -294,12 +308,15 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                 state["bad_evals"] += 1
             if t.patience > 0 and state["bad_evals"] >= t.patience:
                 state["done"] = True  # early stopping
+                state["stopped_by"] = "patience"
             usage = code_usage(engine) if rank == 0 else {}
             log.log({"step": step, "split": "valid", **metrics, **usage, "best_step": state["best_step"],
                      "train_seconds": round(state["train_seconds"], 2)})
             if rank == 0:
                 tqdm.write(validation_line(step, total_steps, metrics, metric, state, clock.eta(step)))
             session.report({"step": step, "loss": last_loss, **{f"val_{k}": v for k, v in metrics.items()}})
+        if out_of_time and not state["done"]:
+            state.update(done=True, stopped_by="time_limit_s")
         if step == total_steps:
             state["done"] = True
         if state["done"]:  # the summary travels in the final checkpoint's state.json
@@ -358,6 +375,7 @@ def _summary(state, metric, engine, sampler, plan, total_steps, train_samples, l
         "final_loss": last_loss, "best_step": state["best_step"], "select_metric": metric,
         f"best_val_{metric}": state["best_metric"],
         "valid": state["valid"], "early_stopped": state["step"] < total_steps,
+        "stopped_by": state.get("stopped_by"),  # patience | time_limit_s | None (ran all steps)
         "global_batch": plan.global_batch, "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
         "world_size": plan.world_size, "train_seconds": train_time, "attempts": state["attempts"],
         "samples_per_s": samples / train_time if train_time else None,

@@ -1,7 +1,8 @@
 """Run a training job in this process (`engine.num_workers=0`) or under Ray Train, then export.
 
 The in-process path is what GPU hosts without Ray and speed/memory measurements use: with
-`engine.kind=deepspeed` it still runs the model through the DeepSpeed engine (one-process group).
+`engine.kind=deepspeed` it still runs the model through the DeepSpeed engine (one-process group);
+`engine.kind=fast` (engine=gpu) imports neither Ray nor DeepSpeed.
 """
 
 from __future__ import annotations
