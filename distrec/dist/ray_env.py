@@ -26,10 +26,13 @@ LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
-    "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
     # no node of a one-machine cluster is preempted; Ray Train's watcher only logs a core_worker.cc error
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+# Passed on to the workers only when the driver's environment sets them. DS_ACCELERATOR is not forced
+# to cpu: on a GPU node that makes DeepSpeed ignore the GPUs; each worker's `import_deepspeed` picks
+# cpu itself where torch sees no GPU.
+PASSED_ENV = ("DS_ACCELERATOR",)
 
 # Ray Train's INFO lines at each report of a local cluster's workers (distrec prints each validation itself):
 # "Checkpoint successfully created at: ..." and "Reporting training result N: <every metric>" (that
@@ -141,6 +144,12 @@ def _keep_sigterm_handler():
             signal.signal(signal.SIGTERM, ours)
 
 
+def worker_runtime_env() -> dict:
+    """The local cluster's runtime env: LOCAL_ENV, and PASSED_ENV where the driver sets them."""
+    env = {k: os.environ[k] for k in LOCAL_ENV} | {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    return {"env_vars": env, "worker_process_setup_hook": "distrec.dist.ray_env.setup_worker"}
+
+
 def init_ray(cluster=None, **kwargs):
     """Connect to `cluster.address` or start a local cluster on 127.0.0.1; idempotent.
 
@@ -181,8 +190,7 @@ def _init(ray, cluster, **kwargs):
         try:
             ray.init(
                 _node_ip_address="127.0.0.1",
-                runtime_env={"env_vars": {k: os.environ[k] for k in LOCAL_ENV},
-                             "worker_process_setup_hook": "distrec.dist.ray_env.setup_worker"},
+                runtime_env=worker_runtime_env(),
                 **kwargs,
             )
             return ray

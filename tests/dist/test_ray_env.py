@@ -60,3 +60,26 @@ def test_a_sid_table_from_the_object_store_builds_a_model_without_warnings(ray_l
         warnings.simplefilter("error")
         vocab = SIDVocab(table)
     assert vocab.codes[1:].tolist() == codes.tolist()
+
+
+WORKER_ENV = """
+import os
+from distrec.dist.ray_env import init_ray
+ray = init_ray(None, num_cpus=1)
+print("worker DS_ACCELERATOR", ray.get(ray.remote(lambda: os.environ.get("DS_ACCELERATOR", "unset")).remote()))
+ray.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_workers_get_ds_accelerator_only_when_the_driver_sets_it():
+    """A GPU node's workers must not be told DS_ACCELERATOR=cpu (DeepSpeed would ignore the GPUs); where
+    torch sees no GPU, `import_deepspeed` picks cpu in the worker itself."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    out = subprocess.run([sys.executable, "-c", WORKER_ENV], env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "worker DS_ACCELERATOR unset" in out.stdout
+    out = subprocess.run([sys.executable, "-c", WORKER_ENV], env={**env, "DS_ACCELERATOR": "cuda"},
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "worker DS_ACCELERATOR cuda" in out.stdout
