@@ -10,8 +10,6 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
-
 from distrec.data.config import DataConfig
 from distrec.dist.config import ClusterConfig
 from distrec.eval.config import EvalConfig
@@ -95,7 +93,23 @@ def config_dir() -> Path:
 
 
 def register() -> None:
+    from hydra.core.config_store import ConfigStore  # here: the schema itself loads without Hydra
+
     ConfigStore.instance().store(name="distrec_schema", node=Config)
+
+
+def load_resolved(path) -> "DictConfig":  # noqa: F821
+    """A composed config saved as YAML with every value resolved (`OmegaConf.to_yaml(cfg, resolve=True)`),
+    checked against the schema: for machines without Hydra (bench/gpu/reproduce), needs only omegaconf."""
+    from omegaconf import OmegaConf
+
+    from distrec.errors import ConfigError
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    except Exception as e:  # omegaconf names the key and the type it expected
+        raise ConfigError(f"{path}: not a resolved distrec config ({type(e).__name__}: {e}); write it with "
+                          "bench/gpu/pack") from None
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config"):
