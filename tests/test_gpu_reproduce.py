@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench" / "gpu"))
 
-from headlines import HEADLINES, LIMIT, Headline, pack  # noqa: E402
+from headlines import GPU, HEADLINES, LIMIT, Headline, pack  # noqa: E402
 
 TINY = ["data.synthetic.num_items=300", "data.synthetic.num_users=200", "model.size=debug", "model.max_history=10"]
 # what the GPU machine lacks: any import of these fails there
@@ -31,7 +31,7 @@ sys.meta_path.insert(0, Absent())
 def test_every_headline_composes_on_the_fast_path(headline):
     from distrec.config import compose
 
-    cfg = compose(["stage=train", f"experiment={headline.experiment}", "engine=gpu", *headline.overrides])
+    cfg = compose(["stage=train", f"experiment={headline.experiment}", *GPU, *headline.overrides])
     assert cfg.engine.kind == "fast" and cfg.engine.num_workers == 0 and cfg.engine.use_gpu
     if headline.key == "hstu_ml1m":
         assert cfg.engine.precision == "fp32"  # the experiment's own setting survives engine=gpu

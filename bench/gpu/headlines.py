@@ -44,6 +44,9 @@ DRY_RUN = ["train.max_steps=2", "train.global_batch_size=16", "train.micro_batch
            "train.warmup_steps=0", "train.eval_every=2", "train.log_every=1", "train.val_max_users=16",
            "eval.max_users=32", "eval.batch_size=16", "train.time_limit_s=null"]
 MIN_CAP_S = 20  # an experiment given less than this is skipped, not started
+# every experiment on the GPU: the fast path; beam search on whole evaluation batches (the CPU's
+# eval.beam_rows bounds host memory; a GPU holds 1024 users x 20 beams of these models easily)
+GPU = ["engine=gpu", "eval.beam_rows=null", "progress=false"]
 
 
 @dataclass
@@ -146,8 +149,7 @@ def pack(out: Path, runs: Path, headlines=HEADLINES, extra: list[str] = ()) -> d
     (out / "configs").mkdir(parents=True)
     entries = []
     for h in headlines:
-        cfg = compose(["stage=train", f"experiment={h.experiment}", "engine=gpu", "progress=false",
-                       *h.overrides, *extra])
+        cfg = compose(["stage=train", f"experiment={h.experiment}", *GPU, *h.overrides, *extra])
         keys = build_inputs(cfg, runs)
         data_key, sids_key, needs_sids = keys["data"], keys["sids"], keys["sids"] is not None
         if not (out / "data" / data_key).exists():

@@ -41,9 +41,25 @@ def _precision_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def recommend_in_pieces(model, batch: dict, k: int, beam_rows: int | None = None):
+    """`model.recommend(batch, k)`, on pieces of the batch small enough that a beam search holds at most
+    `beam_rows` (user, beam) rows at once: each row carries its own decoder state (a flattened SID
+    decoder's KV cache of the whole history), so memory grows with users x beam width, not with users.
+    Rankings are per user, so the pieces give the same results. Models without `beam_width` run whole."""
+    width = getattr(model, "beam_width", None)
+    users = len(batch["input_ids"])
+    per_piece = max(1, beam_rows // max(width, k)) if width and beam_rows else users
+    if per_piece >= users:
+        return model.recommend(batch, k)
+    pieces = [model.recommend({n: v[i:i + per_piece] if torch.is_tensor(v) else v for n, v in batch.items()}, k)
+              for i in range(0, users, per_piece)]
+    return torch.cat([ids for ids, _ in pieces]), torch.cat([scores for _, scores in pieces])
+
+
 @torch.no_grad()
 def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False, keep_predictions: bool = False,
-             precision: str = "fp32", progress: bool = False, total: int | None = None) -> Evaluation:
+             precision: str = "fp32", progress: bool = False, total: int | None = None,
+             beam_rows: int | None = None) -> Evaluation:
     """Evaluate `model` on `batches`: dicts with `input_ids` [B, T], `target` [B], `user_ids` [B],
     or (dict, n_real) pairs as `distrec.data.batches.eval_batches` yields them, where only the first
     n_real rows count (the rest pad a rank's share so every rank runs the same number of forwards).
@@ -51,6 +67,7 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
     The model is asked for max(ks) + 1 items (plus the history width with `filter_history`), so
     every rank below max(ks) is exact under conservative tie-breaking. With `filter_history` the
     ranking before filtering is accumulated too (`Evaluation.unfiltered`), from the same forward.
+    `beam_rows`: see `recommend_in_pieces` (eval.beam_rows).
     """
     ks = sorted(int(k) for k in ks)
     acc = MetricAccumulator(ks, num_items)
@@ -67,7 +84,7 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
             with _precision_context(device, precision):
-                item_ids, scores = model.recommend(batch, width)
+                item_ids, scores = recommend_in_pieces(model, batch, width, beam_rows)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start

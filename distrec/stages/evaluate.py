@@ -100,7 +100,8 @@ def run(cfg) -> dict:
     with timer("evaluate"):
         result = evaluate(model, batches(), ks=protocol.ks, num_items=data.num_items,
                           filter_history=protocol.filter_history, keep_predictions=True,
-                          precision=cfg.engine.precision, progress=cfg.progress, total=-(-users // batch_size))
+                          precision=cfg.engine.precision, progress=cfg.progress, total=-(-users // batch_size),
+                          beam_rows=cfg.eval.beam_rows)
     metrics = result.metrics.result()
     with timer("popularity baseline"):  # the same users and protocol; one sort of the item counts
         popularity = evaluate(Popularity(data.item_counts()).to(device), batches(), ks=protocol.ks,

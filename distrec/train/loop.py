@@ -166,7 +166,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
                            cfg.train.val_max_users, cfg.eval.sample_seed, device=engine.device)
     # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
     result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
-                      precision=cfg.engine.precision)
+                      precision=cfg.engine.precision, beam_rows=cfg.eval.beam_rows)
     out = {}
     for prefix, acc in (("", result.metrics), ("unfiltered_", result.unfiltered)):
         if acc is None:

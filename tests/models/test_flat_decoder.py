@@ -70,3 +70,23 @@ def test_flat_decoder_trains_under_two_worker_zero2(data_root, ray_local, tmp_pa
                                        f"model={backbone}", "model.size=debug", "model.max_history=10")
         assert summary["steps"] == 1 and summary["world_size"] == 2
         assert summary["final_loss"] == summary["final_loss"] and summary["valid"]["users"] == 16
+
+
+def test_beam_search_in_pieces_holds_fewer_rows_and_ranks_the_same(beauty):
+    """eval.beam_rows: a flattened decoder's beams each carry a KV cache of the whole history, so
+    evaluation cuts a batch into pieces of at most beam_rows (user, beam) rows; rankings do not change."""
+    from distrec.eval.evaluator import evaluate
+
+    torch.manual_seed(0)
+    model = tiny_flat(sid_table(3, 16), "transformer").eval()
+    seen = []
+    recommend = model.recommend
+    model.recommend = lambda batch, k: seen.append(len(batch["input_ids"])) or recommend(batch, k)
+    batches = [eval_batch(beauty, 10, users=48)]
+    whole = evaluate(model, batches, ks=[10], num_items=model.sid.num_items, keep_predictions=True)
+    assert seen == [48]
+    seen.clear()
+    pieces = evaluate(model, batches, ks=[10], num_items=model.sid.num_items, keep_predictions=True, beam_rows=400)
+    assert seen == [20, 20, 8]  # 400 rows / beam width 20 = 20 users per piece
+    assert pieces.predictions["items"] == whole.predictions["items"]
+    torch.testing.assert_close(torch.tensor(pieces.predictions["scores"]), torch.tensor(whole.predictions["scores"]))
