@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated experiments (default: every shipped Beauty one)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--val-users", type=int, default=512, help="validation users at most")
-    parser.add_argument("--runs", default=str(REPO / "runs" / "inputs"), help="inputs cache (shared with bench/gpu/pack)")
+    parser.add_argument("--runs", default=str(REPO / "runs" / "inputs"),
+                        help="inputs cache (shared with bench/gpu/pack)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "memory.json"))
     args = parser.parse_args()
     runs = Path(args.runs).resolve()
@@ -80,7 +81,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"created": time.strftime("%F %T"), "bound_bytes": BOUND,
                                           "torch_threads": os.environ.get("OMP_NUM_THREADS"), "rows": rows}, indent=2))
     worst = max(rows, key=lambda r: r["peak_rss_bytes"])
-    print(f"highest: {worst['experiment']} {worst['peak_rss_bytes'] / 2 ** 30:.2f} GiB (bound {BOUND / 2 ** 30:.0f} GiB)")
+    print(f"highest: {worst['experiment']} {worst['peak_rss_bytes'] / 2 ** 30:.2f} GiB "
+          f"(bound {BOUND / 2 ** 30:.0f} GiB)")
 
 
 if __name__ == "__main__":

@@ -358,7 +358,8 @@ def markdown(results: dict) -> str:
                     if r.get("analytic_flops_per_token") and r.get("tokens_per_s") else None)
         pub = r.get("published") or {}
         lines.append(
-            f"| {r['key']} | ok | {r['epochs_done']:.3g} / {r['epochs_planned']:.3g} | {r['stopped_by'] or 'all steps'} "
+            f"| {r['key']} | ok | {r['epochs_done']:.3g} / {r['epochs_planned']:.3g} "
+            f"| {r['stopped_by'] or 'all steps'} "
             f"| {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | {_fmt(r['samples_per_s'], '.0f')} "
             f"| {_fmt(mfu, '.2%')} | {_fmt(analytic, '.2%')} | {_fmt(r['test'].get('recall@10'))} "
             f"| {_fmt(r['test'].get('ndcg@10'))} | {_fmt(pub.get('recall@10'))} / {_fmt(pub.get('ndcg@10'))} |")

@@ -14,6 +14,7 @@ checkpoint and resume.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,11 +102,12 @@ class SequenceData:
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host array as a tensor on `device`: the same memory on the CPU (a read-only array, as Arrow and
-    Ray's object store hand out, is copied once: torch wants writable memory), else one copy."""
-    if not array.flags.writeable:
-        array = array.copy()
-    return torch.from_numpy(array).to(device)
+    """A host array as a tensor on `device`: the same memory on the CPU, else one copy. Arrow and Ray's
+    object store hand out read-only arrays; torch warns about those, but the gathers only read them, and
+    a copy would double the sequences' memory in every worker."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array).to(device)
 
 
 @dataclass

@@ -74,7 +74,8 @@ def check_engine_config(engine_cfg) -> None:
     if engine_cfg.kind in ("plain", "fast") and engine_cfg.num_workers > 0:
         raise ConfigError(f"engine.kind={engine_cfg.kind} runs in one process: set engine.num_workers=0 "
                           f"(or use engine={'plain' if engine_cfg.kind == 'plain' else 'gpu'})")
-    if engine_cfg.kind == "fast" and (engine_cfg.zero_stage or engine_cfg.offload_optimizer or engine_cfg.offload_params):
+    if engine_cfg.kind == "fast" and (engine_cfg.zero_stage or engine_cfg.offload_optimizer
+                                      or engine_cfg.offload_params):
         raise ConfigError("engine.kind=fast is one device without DeepSpeed: set engine.zero_stage=0 and no offload")
     if engine_cfg.compile and engine_cfg.kind != "fast":
         raise ConfigError("engine.compile=true needs engine.kind=fast (engine=gpu)")
@@ -177,7 +178,8 @@ class Engine:
         # fused (one kernel for all parameters) where it exists and pays: the fast path on CUDA
         fused = self.kind == "fast" and device.type == "cuda"
         self.optimizer = OPTIMIZERS[train_cfg.optimizer](_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
-                                                         betas=tuple(train_cfg.betas), foreach=False, fused=fused or None)
+                                                         betas=tuple(train_cfg.betas), foreach=False,
+                                                         fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
         self.grad_clip = float(train_cfg.grad_clip or 0.0)

@@ -232,7 +232,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     # attempt of the run (they travel in the checkpoints): the x axis of equal-wall-clock comparisons,
     # and a resumed or recovered run's summary covers all of its steps
     state = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "done": False, "valid": None,
-             "summary": None, "stopped_by": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0, "attempts": 0,
+             "summary": None, "stopped_by": None, "train_seconds": 0.0, "samples_seen": 0, "tokens_seen": 0,
+             "attempts": 0,
              **protocol}
     latest = session.latest_checkpoint()
     if latest is not None:  # each rank reads its own files: a corrupt one must stop every rank
