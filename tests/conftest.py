@@ -40,3 +40,28 @@ def ray_local():
     ray = init_ray(None, num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_sid_catalog(tmp_path_factory):
+    """make(name, items, users): a generated catalog (prepare stage) in a fresh directory, with an
+    OPQ-like SID table `sids_long` (8 digits x 16, one size for all digits, as ACERec needs) and an
+    RQ-like `sids_rq` (3 x 16 + de-duplication digit, for IntRR and TIGER)."""
+    import numpy as np
+
+    from distrec.config import compose
+    from distrec.stages.prepare import run
+    from distrec.tokenize.sid_table import SIDTable, add_dedup_digit
+
+    def make(name: str, items: int, users: int) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        run(compose(["stage=prepare", "data=synthetic", f"data.synthetic.num_items={items}",
+                     f"data.synthetic.num_users={users}", f"paths.root={root}", "progress=false"]))
+        rng = np.random.default_rng(0)
+        ids = np.arange(1, items + 1)
+        SIDTable.from_codes(ids, rng.integers(0, 16, (items, 8)), [16] * 8).save(root / "sids_long")
+        codes, extra = add_dedup_digit(rng.integers(0, 16, (items, 3)))
+        SIDTable.from_codes(ids, codes, [16, 16, 16, extra]).save(root / "sids_rq")
+        return root
+
+    return make

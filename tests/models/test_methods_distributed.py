@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from distrec.config import compose
-from distrec.tokenize.sid_table import SIDTable, add_dedup_digit
 
 pytestmark = [pytest.mark.ray, pytest.mark.distributed]
 
@@ -17,20 +16,8 @@ ITEMS, USERS = 300, 200
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """A generated catalog (prepare stage) with an OPQ-like table (8 digits x 16, one size for all
-    digits, as ACERec needs) and an RQ-like one (3 x 16 + de-duplication digit, for IntRR)."""
-    from distrec.stages.prepare import run
-
-    root = tmp_path_factory.mktemp("methods_dist")
-    run(compose(["stage=prepare", "data=synthetic", f"data.synthetic.num_items={ITEMS}",
-                 f"data.synthetic.num_users={USERS}", f"paths.root={root}", "progress=false"]))
-    rng = np.random.default_rng(0)
-    ids = np.arange(1, ITEMS + 1)
-    SIDTable.from_codes(ids, rng.integers(0, 16, (ITEMS, 8)), [16] * 8).save(root / "sids_long")
-    codes, extra = add_dedup_digit(rng.integers(0, 16, (ITEMS, 3)))
-    SIDTable.from_codes(ids, codes, [16, 16, 16, extra]).save(root / "sids_rq")
-    return root
+def root(synthetic_sid_catalog):
+    return synthetic_sid_catalog("methods_dist", ITEMS, USERS)
 
 
 def train_one_step(root, sids: str, name: str, *overrides) -> dict:

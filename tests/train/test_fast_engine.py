@@ -10,7 +10,6 @@ import pytest
 from distrec.config import compose
 from distrec.errors import ConfigError
 from distrec.train.checkpoint import latest_checkpoint, read_state
-from distrec.tokenize.sid_table import SIDTable, add_dedup_digit
 from train_helpers import losses, rows
 
 ITEMS, USERS = 300, 200
@@ -29,20 +28,8 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    """A generated catalog (prepare stage), an OPQ-like SID table (8 digits x 16) and an RQ-like one
-    (3 x 16 + de-duplication digit)."""
-    from distrec.stages.prepare import run
-
-    root = tmp_path_factory.mktemp("fast")
-    run(compose(["stage=prepare", "data=synthetic", f"data.synthetic.num_items={ITEMS}",
-                 f"data.synthetic.num_users={USERS}", f"paths.root={root}", "progress=false"]))
-    rng = np.random.default_rng(0)
-    ids = np.arange(1, ITEMS + 1)
-    SIDTable.from_codes(ids, rng.integers(0, 16, (ITEMS, 8)), [16] * 8).save(root / "sids_long")
-    codes, extra = add_dedup_digit(rng.integers(0, 16, (ITEMS, 3)))
-    SIDTable.from_codes(ids, codes, [16, 16, 16, extra]).save(root / "sids_rq")
-    return root
+def root(synthetic_sid_catalog):
+    return synthetic_sid_catalog("fast", ITEMS, USERS)
 
 
 def config(root, method: str, name: str, *overrides, stage: str = "train"):
