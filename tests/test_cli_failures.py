@@ -64,13 +64,18 @@ def test_an_allocation_failure_names_its_size_and_what_to_lower(synthetic, tmp_p
     assert not (tmp_path / "big").exists()
 
 
+def wait_until(proc, ready, seconds: float, every: float = 0.2) -> None:
+    """Poll until ready() is true, the process has ended or `seconds` have passed."""
+    deadline = time.time() + seconds
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(every)
+
+
 def test_sigterm_ends_training_with_one_line_and_code_143(synthetic, tmp_path):
     train_dir = tmp_path / "train"
     proc = distrec("train", f"paths.root={synthetic}", f"paths.train={train_dir}", "engine=plain",
                    "model.size=debug", "train.max_steps=100000", "train.eval_every=5", "progress=false", cwd=tmp_path)
-    deadline = time.time() + 240
-    while not list(train_dir.glob("checkpoints/step-*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    wait_until(proc, lambda: list(train_dir.glob("checkpoints/step-*")), 240)
     proc.send_signal(signal.SIGTERM)
     rc, _, err = finish(proc, timeout=120)
     assert rc == 143, err[-3000:]
@@ -82,9 +87,7 @@ def test_sigterm_removes_the_half_written_artifact_and_a_killed_ones_is_removed_
     root = tmp_path / "big"
     proc = distrec("prepare", f"paths.root={root}", "data.synthetic.num_items=400000", "data.synthetic.num_users=2000",
                    "data.synthetic.shard_items=20000", "progress=false", cwd=tmp_path)
-    deadline = time.time() + 240
-    while not list(root.glob(".data.tmp-*/items/part-*")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_until(proc, lambda: list(root.glob(".data.tmp-*/items/part-*")), 240, every=0.05)
     assert proc.poll() is None, "prepare finished before it could be stopped"
     proc.send_signal(signal.SIGTERM)
     rc, _, err = finish(proc)
@@ -112,9 +115,7 @@ def test_sigterm_under_ray_exits_cleanly_without_a_stack_dump(synthetic, tmp_pat
     proc = distrec("train", f"paths.root={synthetic}", f"paths.train={train_dir}", "engine=local",
                    "engine.num_workers=1", "model.size=debug", "train.max_steps=100000", "train.eval_every=5",
                    "progress=false", "cluster.num_cpus=1", cwd=tmp_path)
-    deadline = time.time() + 400
-    while not list(train_dir.glob("ray/checkpoint_*/state.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
+    wait_until(proc, lambda: list(train_dir.glob("ray/checkpoint_*/state.json")), 400, every=0.5)
     proc.send_signal(signal.SIGTERM)
     rc, _, err = finish(proc, timeout=120)
     assert rc == 143, err[-3000:]

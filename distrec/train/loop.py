@@ -188,22 +188,32 @@ def code_usage(engine: Engine) -> dict:
     return engine.model.code_usage()
 
 
-def _resumable(saved: dict, protocol: dict, where) -> dict:
+def run_protocol(cfg, metric: str) -> tuple[dict, dict]:
+    """What this run's validation numbers and training targets mean (a resumed run must mean the same),
+    and what a checkpoint from before the protocol was kept meant: the defaults then, and
+    val_max_users took the first N users."""
+    n = cfg.train.val_max_users
+    protocol = {"include_valid": bool(cfg.train.include_valid), "select_metric": metric,
+                "filter_history": bool(cfg.eval.filter_history),
+                "validation_users": "all" if n is None else f"{n} sampled, seed {cfg.eval.sample_seed}"}
+    legacy = {"include_valid": False, "select_metric": "ndcg@10", "filter_history": False,
+              "validation_users": "all" if n is None else f"first {n}"}
+    return protocol, legacy
+
+
+def _resumable(saved: dict, protocol: dict, legacy: dict, where) -> dict:
     """The restored state under this run's protocol. Training targets must not change mid-run; a new
     selection metric, history filtering or set of validation users restarts the best-checkpoint
-    tracking (old values are not comparable). Checkpoints from before these keys were kept count as the defaults."""
-    if saved.get("include_valid", False) != protocol["include_valid"]:
-        raise ConfigError(f"{where}: checkpoint was trained with train.include_valid={saved.get('include_valid', False)}"
+    tracking (old values are not comparable). A key the checkpoint predates means its `legacy` value."""
+    before = {k: saved.get(k, legacy[k]) for k in protocol}
+    if before["include_valid"] != protocol["include_valid"]:
+        raise ConfigError(f"{where}: checkpoint was trained with train.include_valid={before['include_valid']}"
                           f"; resume with the same value, or use another `name` for a run with "
                           f"include_valid={protocol['include_valid']}")
-    # before validation users were sampled, val_max_users took the first N users
-    first_n = protocol["validation_users"].split(" ")[0]
-    defaults = {"select_metric": "ndcg@10", "filter_history": False,
-                "validation_users": "all" if first_n == "all" else f"first {first_n}"}
-    changed = [k for k in defaults if saved.get(k, defaults[k]) != protocol[k]]
+    changed = [k for k in protocol if before[k] != protocol[k]]
     if changed:
         logger.warning("%s: %s changed since this checkpoint; best-checkpoint tracking starts again", where,
-                    ", ".join(f"{k} {saved.get(k, defaults[k])} -> {protocol[k]}" for k in changed))
+                       ", ".join(f"{k} {before[k]} -> {protocol[k]}" for k in changed))
         saved = {**saved, "best_metric": None, "best_step": None, "bad_evals": 0}
     return {**saved, **protocol}
 
@@ -224,10 +234,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
     # what the validation numbers and the training targets mean: a resumed run must mean the same
-    protocol = {"include_valid": bool(t.include_valid), "select_metric": metric,
-                "filter_history": bool(cfg.eval.filter_history),
-                "validation_users": "all" if t.val_max_users is None
-                else f"{t.val_max_users} sampled, seed {cfg.eval.sample_seed}"}
+    protocol, legacy = run_protocol(cfg, metric)
     # train_seconds (validation excluded), samples_seen, tokens_seen, attempts: summed over every
     # attempt of the run (they travel in the checkpoints): the x axis of equal-wall-clock comparisons,
     # and a resumed or recovered run's summary covers all of its steps
@@ -238,7 +245,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     latest = session.latest_checkpoint()
     if latest is not None:  # each rank reads its own files: a corrupt one must stop every rank
         state.update(on_every_rank(
-            lambda: _resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, latest)))
+            lambda: _resumable(ckpt.restore_checkpoint(latest, engine, job.identity), protocol, legacy, latest)))
         stopped_by = (state["summary"] or {}).get("stopped_by")
         early = (state["summary"] or {}).get("early_stopped") and stopped_by != "time_limit_s"
         if state["done"] and state["step"] < total_steps and not early:

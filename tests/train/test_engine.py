@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from distrec.config import compose
 from distrec.errors import ConfigError, DataError
 from distrec.train.checkpoint import complete_checkpoints
 from train_helpers import losses, rows, train
@@ -116,22 +117,27 @@ def test_a_model_json_from_before_a_config_key_existed_loads_as_it_was_trained(t
 
 
 def test_a_resumed_run_keeps_its_training_targets_and_restarts_selection_on_a_new_metric(caplog):
-    from distrec.train.loop import _resumable
+    from distrec.train.loop import _resumable, run_protocol
 
+    def protocol(*overrides, metric="ndcg@10"):
+        return run_protocol(compose(["stage=train", "data=ml100k", *overrides]), metric)
+
+    same, legacy = protocol()
     saved = {"step": 8, "best_metric": 0.1, "best_step": 6, "bad_evals": 1, "include_valid": False,
              "select_metric": "ndcg@10", "filter_history": False, "validation_users": "all"}
-    same = {"include_valid": False, "select_metric": "ndcg@10", "filter_history": False, "validation_users": "all"}
-    assert _resumable(saved, same, "ckpt")["best_step"] == 6
+    assert same == {k: saved[k] for k in same}
+    assert _resumable(saved, same, legacy, "ckpt")["best_step"] == 6
     with pytest.raises(ConfigError, match="include_valid"):
-        _resumable(saved, {**same, "include_valid": True}, "ckpt")
-    restarted = _resumable(saved, {**same, "select_metric": "recall@10"}, "ckpt")
+        _resumable(saved, protocol("train.include_valid=true")[0], legacy, "ckpt")
+    restarted = _resumable(saved, protocol(metric="recall@10")[0], legacy, "ckpt")
     assert restarted["best_metric"] is None and restarted["bad_evals"] == 0 and restarted["step"] == 8
     assert "select_metric ndcg@10 -> recall@10" in caplog.text
     # a checkpoint from before validation users were sampled validated on the first N users
-    sampled = {**same, "validation_users": "3000 sampled, seed 0"}
-    assert _resumable({**saved, "validation_users": "3000 sampled, seed 0"}, sampled, "ckpt")["best_step"] == 6
+    sampled, legacy = protocol("train.val_max_users=3000")
+    assert sampled["validation_users"] == "3000 sampled, seed 0"
+    assert _resumable({**saved, "validation_users": "3000 sampled, seed 0"}, sampled, legacy, "ckpt")["best_step"] == 6
     old = {k: v for k, v in saved.items() if k != "validation_users"}
-    assert _resumable(old, sampled, "ckpt")["best_step"] is None
+    assert _resumable(old, sampled, legacy, "ckpt")["best_step"] is None
     assert "validation_users first 3000 -> 3000 sampled, seed 0" in caplog.text
 
 
