@@ -30,6 +30,10 @@ COMPLETE = "COMPLETE"
 STATE = "state.json"
 WEIGHTS = "weights.pt"
 STEP_DIR = re.compile(r"^step-(\d+)$")
+# the hint of every file of a checkpoint that cannot be read
+CORRUPT_CHECKPOINT = ("it is corrupt (or from another engine.kind/zero_stage): delete the checkpoint directory "
+                      "that holds it (checkpoints/step-N/ or ray/checkpoint_*/) and run the same command again; "
+                      "training resumes from the previous checkpoint (under Ray Train too)")
 
 
 def config_hash(obj) -> str:
@@ -129,15 +133,13 @@ def restore_checkpoint(directory: Path, engine, identity: dict) -> dict:
                           f"this run uses {now}; resume with the same engine settings or start a new run")
     engine.load(directory)
     rng_path = directory / f"rng-{engine.rank}.pt"
-    corrupt = (f"the checkpoint is corrupt: delete {directory} and run the same command again; training resumes "
-               "from the previous checkpoint (under Ray Train too)")
-    rng = load_tensors(rng_path, "RNG state", corrupt)
+    rng = load_tensors(rng_path, "RNG state", CORRUPT_CHECKPOINT)
     try:
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
     except Exception as e:
-        raise DataError(f"RNG state cannot be loaded ({type(e).__name__})", rng_path, hint=corrupt) from None
+        raise DataError(f"RNG state cannot be loaded ({type(e).__name__})", rng_path, hint=CORRUPT_CHECKPOINT) from None
     return state
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from distrec.errors import ConfigError, DataError
-from distrec.train.checkpoint import load_tensors
+from distrec.train.checkpoint import CORRUPT_CHECKPOINT, load_tensors
 from distrec.train.schedules import lr_multiplier
 
 KINDS = ("deepspeed", "plain", "fast")
@@ -36,9 +36,6 @@ PRECISIONS = ("fp32", "bf16")
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-CORRUPT_CHECKPOINT = ("it is corrupt (or from another engine.kind/zero_stage): delete the checkpoint directory "
-                      "that holds it (checkpoints/step-N/ or ray/checkpoint_*/) and run the same command again; "
-                      "training resumes from the previous checkpoint (under Ray Train too)")
 
 
 @dataclass
