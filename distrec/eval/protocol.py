@@ -23,7 +23,7 @@ class EvalProtocol:
     decoding: str = "auto"  # generative methods: how SID sequences are decoded
     beam_width: int = 20
     checkpoint: str = "best"  # which trained weights were evaluated
-    checkpoint_selection: str = "best validation NDCG@10"
+    checkpoint_selection: str = "best validation ndcg@10"  # set from the model by `distrec evaluate`
     max_users: Optional[int] = None  # null = every user with a target in the split
     sample_seed: int = 0  # the seed of the max_users sample
     user_sample: Optional[dict] = None  # {"users": n, "of": N, "seed": s} when a sample was evaluated, else null

@@ -83,6 +83,7 @@ def run(cfg) -> dict:
         _check_same_data(info, data_hash, data.num_items, cfg)
         sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
     protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"),
+                       checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     _apply_decoding(model, protocol)
 
@@ -133,6 +134,15 @@ def run(cfg) -> dict:
     print(metrics_table(report))
     wrote("evaluate", f"metrics.json, predictions/ ({metrics['users']:,} users)", cfg.paths.eval)
     return report
+
+
+def _checkpoint_selection(info: dict, checkpoint: str) -> str:
+    """How the evaluated weights were chosen, in words, from the trained model's model.json."""
+    if info.get("include_valid"):
+        return "last step (train.include_valid: trained on the validation items, no selection)"
+    if checkpoint == "last":
+        return "last step"
+    return f"best validation {info.get('select_metric', 'ndcg@10')}"
 
 
 def _predictions_table(p: dict) -> pa.Table:

@@ -41,7 +41,7 @@ def test_metrics_json_predictions_and_protocol(trained, capsys):
     assert saved["metrics"] == pytest.approx(report["metrics"])
     p = saved["protocol"]
     assert p["split"] == "test" and p["ks"] == [1, 5, 10, 20] and p["ranking"] == "full-catalog"
-    assert p["ties"] == "conservative" and p["checkpoint_selection"] == "best validation NDCG@10"
+    assert p["ties"] == "conservative" and p["checkpoint_selection"] == "best validation ndcg@10"
     assert p["dataset"] == "ml100k" and p["data_hash"] == dir_hash(trained / "data" / "sequences")
     assert (trained / "eval" / "manifest.json").exists()
 

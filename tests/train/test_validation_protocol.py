@@ -32,3 +32,6 @@ def test_include_valid_trains_on_the_validation_item_and_never_validates(prepare
                    f"paths.eval={tmp_path / 'eval'}", "eval.split=valid", "progress=false"])
     with pytest.raises(ConfigError, match="trained on the validation items"):
         run(cfg)
+    report = run(compose(["stage=evaluate", "data=ml100k", f"paths.root={prepared}", f"paths.train={tmp_path / 'meta'}",
+                          f"paths.eval={tmp_path / 'eval'}", "eval.max_users=50", "progress=false"]))
+    assert report["protocol"]["checkpoint_selection"].startswith("last step (train.include_valid")
