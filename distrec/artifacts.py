@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distrec.errors import DataError
+from distrec.errors import ConfigError, DataError
 
 MANIFEST = "manifest.json"
 
@@ -168,6 +168,20 @@ def read_manifest(directory: str | Path) -> dict:
         raise DataError("artifact is incomplete or missing (no manifest.json)", directory,
                         hint="run the stage that writes it (an interrupted stage leaves no manifest)")
     return read_json(path)
+
+
+def check_same_dataset(directory: str | Path, data_name: str) -> None:
+    """Refuse to read an artifact made from another dataset than this command's `data=`: later stages
+    find their inputs by `name` (runs/<name>/...), so `name=beauty` without `data=beauty` would otherwise
+    run, and record, the default dataset's config against Beauty's artifacts."""
+    path = Path(directory) / MANIFEST
+    if not path.exists():  # the stage's own reader says what is missing
+        return
+    made_from = ((read_json(path).get("config") or {}).get("data") or {}).get("name")
+    if made_from and made_from != data_name:
+        raise ConfigError(f"{directory} was made from data={made_from} but this command composes data={data_name}; "
+                          f"add data={made_from} (or the experiment= that made it), or point paths.* at "
+                          f"artifacts of {data_name}")
 
 
 def _pid_alive(pid: int) -> bool:

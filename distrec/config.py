@@ -44,7 +44,7 @@ class Paths:
 @dataclass
 class Config:
     stage: str = "run"
-    name: str = "default"
+    name: str = "${data.name}"  # runs/<name>/: by default one run directory per dataset
     seed: int = 0
     progress: bool = True  # progress bars on long work
     paths: Paths = field(default_factory=Paths)

@@ -75,3 +75,8 @@ def test_every_experiment_decides_history_filtering_explicitly():
     for path in sorted((config_dir() / "experiment").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         assert isinstance(spec.get("eval", {}).get("filter_history"), bool), f"{path.name}: set eval.filter_history"
+
+
+def test_tiger_brings_its_encoder_decoder_unless_a_model_is_named():
+    assert compose(["method=tiger"]).model.backbone == "t5"  # README's `distrec train method=tiger ...`
+    assert compose(["method=tiger", "model=hstu"]).model.backbone == "hstu"  # the command line wins (and is refused)

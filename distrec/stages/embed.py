@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from distrec.artifacts import (Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table,
+from distrec.artifacts import (Timer, check_same_dataset, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table,
                                wrote)
 from distrec.data.dataset import load_prepared
 from distrec.errors import DataError
@@ -29,6 +29,7 @@ def run(cfg):
     data_dir, out = Path(cfg.paths.data), Path(cfg.paths.embeddings)
     timer = Timer()
     with timer("read"):
+        check_same_dataset(data_dir, cfg.data.name)
         data = load_prepared(data_dir)
         if data.items.num_rows == 0:
             raise DataError("the items table is empty", data_dir / "items", hint="check the prepare stage's output")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from distrec.artifacts import (Timer, dir_hash, read_json, staged_output, write_json, write_manifest, write_table,
+from distrec.artifacts import (Timer, check_same_dataset, dir_hash, read_json, staged_output, write_json, write_manifest, write_table,
                                wrote)
 from distrec.errors import ConfigError
 from distrec.eval.baselines import Popularity
@@ -78,6 +78,7 @@ def run(cfg) -> dict:
         if info.get("include_valid") and protocol.split == "valid":
             raise ConfigError(f"{train_dir / 'model.json'}: this model was trained on the validation items "
                               "(train.include_valid=true); evaluate it on eval.split=test")
+        check_same_dataset(cfg.paths.data, cfg.data.name)
         data = load_prepared(cfg.paths.data)
         data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
         _check_same_data(info, data_hash, data.num_items, cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
+from distrec.artifacts import Timer, check_same_dataset, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
 from distrec.cluster.kmeans import KMeansWorker, LocalPool
 from distrec.cluster.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
@@ -86,6 +86,7 @@ def run(cfg):
         raise ConfigError(f"tokenizer.dedup='{tcfg.dedup}' is unknown; choose one of {list(DEDUP)}")
     if tcfg.train_items not in ("all", "train"):
         raise ConfigError(f"tokenizer.train_items='{tcfg.train_items}' must be 'all' or 'train'")
+    check_same_dataset(cfg.paths.embeddings, cfg.data.name)
     emb_dir, out = Path(cfg.paths.embeddings) / "item_embeddings", Path(cfg.paths.sids)
     paths = shard_paths(emb_dir)
     q = build_quantizer(tcfg, progress=cfg.progress)

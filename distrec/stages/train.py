@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, dir_hash, write_manifest, wrote
+from distrec.artifacts import Timer, check_same_dataset, dir_hash, write_manifest, wrote
 from distrec.data.batches import SequenceData
 from distrec.errors import ConfigError
 from distrec.train.checkpoint import complete_checkpoints, model_identity
@@ -44,6 +44,7 @@ def run(cfg) -> dict:
         raise ConfigError(f"{train_dir} already holds checkpoints and train.resume=false; nothing was "
                           "overwritten. Delete it, choose another `name`/`paths.train`, or resume.")
     with timer("load"):
+        check_same_dataset(cfg.paths.data, cfg.data.name)
         data = load_prepared(cfg.paths.data)
         sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
         check_batches(cfg, sequences)

@@ -15,7 +15,7 @@ def tokenize(make_cfg):
     from distrec.stages import tokenize as stage
 
     def run(root, name, *overrides):
-        stage.run(make_cfg(root, f"paths.sids={root}/{name}", *overrides))
+        stage.run(make_cfg(root, "data=beauty", f"paths.sids={root}/{name}", *overrides))
         return SIDTable.load(root / name), read_json(root / name / "quality.json")
 
     return run
@@ -83,7 +83,7 @@ def test_opq_fits_on_training_items_only(beauty_root, tokenize):
 def test_opq_shipped_config(beauty_root, tokenize, make_cfg):
     from distrec.stages import embed
 
-    embed.run(make_cfg(beauty_root, "embed.dim=512", f"paths.embeddings={beauty_root}/embed512"))
+    embed.run(make_cfg(beauty_root, "data=beauty", "embed.dim=512", f"paths.embeddings={beauty_root}/embed512"))
     sids, quality = tokenize(beauty_root, "sids_opq", "tokenizer=opq", f"paths.embeddings={beauty_root}/embed512")
     assert sids.levels == 32 and sids.num_collisions() == 0
     assert quality["collision_rate"] < 0.05
@@ -101,7 +101,7 @@ def test_rq_vae_uses_at_least_90_percent_of_every_codebook(beauty_root, tokenize
 def test_fields_embedder_on_attributes(beauty_root, tokenize, make_cfg):
     from distrec.stages import embed
 
-    cfg = make_cfg(beauty_root, "embed=fields", f"paths.embeddings={beauty_root}/embed_fields", "embed.dim=16")
+    cfg = make_cfg(beauty_root, "data=beauty", "embed=fields", f"paths.embeddings={beauty_root}/embed_fields", "embed.dim=16")
     embed.run(cfg)
     table = read_table(beauty_root / "embed_fields" / "item_embeddings")
     x = table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 16)
@@ -113,7 +113,7 @@ def test_fields_embedder_on_attributes(beauty_root, tokenize, make_cfg):
 def test_ray_embed_and_tokenize_match_in_process(beauty_root, tokenize, ray_local, make_cfg):
     from distrec.stages import embed
 
-    cfg = make_cfg(beauty_root, f"paths.embeddings={beauty_root}/embed_ray", "embed.num_workers=2")
+    cfg = make_cfg(beauty_root, "data=beauty", f"paths.embeddings={beauty_root}/embed_ray", "embed.num_workers=2")
     embed.run(cfg)
     local = read_table(beauty_root / "embed" / "item_embeddings").sort_by("item_id")
     remote = read_table(beauty_root / "embed_ray" / "item_embeddings").sort_by("item_id")

@@ -59,3 +59,24 @@ def test_a_refused_run_writes_nothing(synthetic, tmp_path):
     with pytest.raises(ConfigError, match="must be a multiple of"):
         train(synthetic, tmp_path / "run", "engine=zero2", "engine.num_workers=3", "train.global_batch_size=64")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stage_refuses_artifacts_of_another_dataset(synthetic, tmp_path):
+    """Later stages find their inputs by `name`: `name=beauty` without `data=beauty` composed the default
+    dataset and recorded it against Beauty's artifacts. Now each stage checks what made its inputs."""
+    from distrec.stages.evaluate import run as evaluate
+
+    with pytest.raises(ConfigError, match=r"data/? was made from data=synthetic but this command composes "
+                                          r"data=ml100k; add data=synthetic"):
+        train(synthetic, tmp_path / "t", "data=ml100k")
+    assert not (tmp_path / "t").exists()
+    train(synthetic, tmp_path / "t", "train.max_steps=1", "train.eval_every=0")
+    with pytest.raises(ConfigError, match="was made from data=synthetic but this command composes data=ml1m"):
+        evaluate(compose(["stage=evaluate", "data=ml1m", f"paths.root={synthetic}", f"paths.train={tmp_path / 't'}",
+                          f"paths.eval={tmp_path / 'e'}", "progress=false"]))
+
+
+def test_the_run_directory_follows_the_dataset_unless_named():
+    assert compose(["data=ml100k"]).paths.root == "runs/ml100k"
+    assert compose(["data=ml100k", "name=mine"]).paths.root == "runs/mine"
+    assert compose(["experiment=sasrec_beauty"]).paths.root == "runs/sasrec_beauty"
