@@ -320,10 +320,13 @@ def collate_eval(data: SequenceData, rows, pos, max_history: int) -> dict:
 
 
 def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: int,
-                 rank: int = 0, world_size: int = 1, max_users: int | None = None, seed: int = 0, device=None):
+                 rank: int = 0, world_size: int = 1, max_users: int | None = None, seed: int = 0, device=None,
+                 same_sizes: bool = False):
     """Yield (batch, n_real) for this worker's share of `split` (or of its seeded sample of max_users
     users: `eval_users`), built on `device` (default: the CPU). Every worker yields the same number of
-    batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B."""
+    batches (ZeRO-3 needs all ranks in each forward); padding batches repeat users and have n_real < B.
+    `same_sizes`: the i-th batch has the same number of rows on every worker (its users repeated), for
+    ZeRO-3, where a model that cuts a batch into pieces must make as many calls on every rank."""
     all_rows, all_pos = eval_users(data, split, max_users, seed)
     per_rank = -(-len(all_rows) // world_size)
     mine = slice(rank * per_rank, min((rank + 1) * per_rank, len(all_rows)))
@@ -335,4 +338,7 @@ def eval_batches(data: SequenceData, split: str, max_history: int, batch_size: i
         n_real = len(r)
         if n_real == 0:  # this worker ran out: a dummy batch of one user keeps ranks in step
             r, p = (torch.from_numpy(a[:1].copy()).to(device) for a in (all_rows, all_pos))
+        if same_sizes:
+            take = torch.arange(min(batch_size, per_rank - start), device=device) % len(r)
+            r, p = r[take], p[take]
         yield collate_eval(data, r, p, max_history), n_real

@@ -27,6 +27,9 @@ class ModelConfig:
     kernel: str = "pytorch"  # hstu attention kernel (registry in backbones/hstu.py)
     init: str = "meta"  # hstu: meta (Meta's research code: bias-free N(0, 0.02) UVQK, xavier output) | torch
     norm_affine: bool = False  # hstu: learnable layer-norm scale/shift (Meta's: none)
+    # recompute each block's activations in the backward pass instead of keeping them (memory for time;
+    # the same losses): the backbones and SASRec's blocks
+    activation_checkpointing: bool = False
 
 
 @dataclass

@@ -11,6 +11,12 @@ PRESETS = {
     "base": (256, 4, 4, 1024),
     "large": (768, 12, 12, 3072),
     "xl": (2048, 18, 16, 8192),  # ~0.9B non-embedding parameters
+    # past one CPU worker (ZeRO-3 over several: docs/training.md, bench/bench_zero3.py); named by the
+    # Transformer's non-embedding parameters (12 d^2 per layer): fp32 weights + gradients + Adam state
+    # are 16 bytes per parameter, 3.2 GB for 200m
+    "200m": (1024, 16, 16, 4096),
+    "400m": (1024, 32, 16, 4096),
+    "800m": (2048, 16, 16, 8192),
 }
 
 

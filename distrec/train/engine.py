@@ -23,6 +23,7 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -107,9 +108,13 @@ def init_single_process(backend: str = "gloo") -> None:
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
-    """Weight decay on matrices only (not on biases and norms)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    """Weight decay on matrices only (not on biases and norms). A parameter partitioned at construction
+    (ZeRO-3) holds an empty tensor: its shape is `ds_shape`."""
+    def matrix(p) -> bool:
+        return len(getattr(p, "ds_shape", p.shape)) >= 2
+
+    decay = [p for p in model.parameters() if p.requires_grad and matrix(p)]
+    other = [p for p in model.parameters() if p.requires_grad and not matrix(p)]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
@@ -161,14 +166,25 @@ def peak_rss_bytes() -> int:
 
 
 class Engine:
-    """Owns the model, optimizer and schedule; `step` runs one global-batch update."""
+    """Owns the model, optimizer and schedule; `step` runs one global-batch update.
 
-    def __init__(self, model: nn.Module, train_cfg, engine_cfg, plan: BatchPlan, total_steps: int,
-                 device: torch.device, rank: int = 0):
+    `model` is the model, or a function that builds it: the engine then builds it where it belongs.
+    Under ZeRO-3 that is inside `deepspeed.zero.Init`, so each module's parameters are partitioned as
+    soon as the module is built and no rank ever holds the whole model (docs/training.md)."""
+
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], train_cfg, engine_cfg, plan: BatchPlan,
+                 total_steps: int, device: torch.device, rank: int = 0):
         check_engine_config(engine_cfg)
         self.kind, self.stage = engine_cfg.kind, int(engine_cfg.zero_stage)
         self.precision, self.device, self.rank, self.plan = engine_cfg.precision, device, rank, plan
         self.world_size = plan.world_size
+        self.grad_clip = float(train_cfg.grad_clip or 0.0)
+        self.partitioned = self.kind == "deepspeed" and self.stage == 3
+        if self.kind == "deepspeed":
+            deepspeed = import_deepspeed()
+            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+        if not isinstance(model, nn.Module):
+            model = self._build(model, engine_cfg)
         model = model.to(device)
         if train_cfg.optimizer not in OPTIMIZERS:
             raise ConfigError(f"train.optimizer='{train_cfg.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
@@ -179,7 +195,6 @@ class Engine:
                                                          fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
-        self.grad_clip = float(train_cfg.grad_clip or 0.0)
         self.forward = model  # what `step` calls: the model, or its compiled forward (engine.compile)
         if self.kind in ("plain", "fast"):
             self.model, self.ds = model, None
@@ -188,8 +203,6 @@ class Engine:
             if engine_cfg.compile:  # the module itself stays: its state_dict keys do not change
                 self.forward = torch.compile(model)
         else:
-            deepspeed = import_deepspeed()
-            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
             if self.stage == 3:
                 # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so
                 # every rank must run the same modules in the same order (see docs/training.md). Tied
@@ -203,8 +216,27 @@ class Engine:
             self.model = self.ds.module
             self.ds.checkpoint_engine = weights_only_checkpoint_engine(self.ds)
 
+    def _build(self, make_model: Callable[[], nn.Module], engine_cfg) -> nn.Module:
+        """make_model(), under ZeRO-3 inside `zero.Init`: each module's parameters are partitioned when
+        its __init__ returns (rank 0's values, broadcast). Initialisation a parent module does on a
+        child's weights must go through `Module.apply`, which zero.Init wraps to gather them first
+        (distrec.models.init.reinit); a direct `nn.init` call would fill an empty partition."""
+        if not self.partitioned:
+            return make_model()
+        import deepspeed
+
+        with deepspeed.zero.Init(config_dict_or_path=self.deepspeed_config(engine_cfg)):
+            return make_model()
+
     def deepspeed_config(self, engine_cfg) -> dict:
         zero = {"stage": self.stage}
+        if self.stage == 3:
+            # A module's parameters are whole only while it runs: DeepSpeed's defaults keep every
+            # parameter under 100k elements whole on every rank, keep gathered ones that will be used
+            # again soon and prefetch up to 50M elements ahead, which for a model of a few hundred MB
+            # is the whole model on every rank (tests/train/test_zero3.py)
+            zero.update(stage3_param_persistence_threshold=0, stage3_max_reuse_distance=0,
+                        stage3_prefetch_bucket_size=0)
         if engine_cfg.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
         if engine_cfg.offload_params:
@@ -268,13 +300,34 @@ class Engine:
 
     # ---------------------------------------------------------------- weights and memory
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Consolidated fp32 weights on every rank (ZeRO-3 gathers the partitions; collective)."""
-        if self.ds is not None and self.stage == 3:
-            import deepspeed
+    def evaluation_model(self):
+        """What validation evaluates: the model, or under ZeRO-3 `Partitioned`, the model whose
+        `recommend` runs as DeepSpeed's forward, gathering each module's parameters while it runs."""
+        return Partitioned(self.ds) if self.partitioned else self.model
 
-            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
-                return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+    def consolidated_weights(self) -> dict[str, torch.Tensor] | None:
+        """The model's fp32 `state_dict` on the CPU of rank 0 (None on the other ranks; all must call it).
+
+        Under ZeRO-3 the parameters are gathered one at a time and only rank 0 keeps a copy: the other
+        ranks never hold more than one whole parameter beside their partitions."""
+        if not self.partitioned:
+            return self._cpu_state_dict() if self.rank == 0 else None
+        import deepspeed
+
+        out, copies = {}, {}
+        for name, tensor in self.model.state_dict(keep_vars=True).items():
+            if hasattr(tensor, "ds_id"):
+                if tensor.ds_id not in copies:  # a tied parameter is gathered once
+                    with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
+                        copies[tensor.ds_id] = tensor.detach().float().cpu().clone() if self.rank == 0 else None
+                tensor = copies[tensor.ds_id]
+            elif self.rank == 0:
+                tensor = tensor.detach().float().cpu().clone()
+            if self.rank == 0:
+                out[name] = tensor
+        return out if self.rank == 0 else None
+
+    def _cpu_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
 
     def memory_bytes(self) -> dict[str, int]:
@@ -323,3 +376,25 @@ class Engine:
         except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
             raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
                             hint=CORRUPT_CHECKPOINT) from None
+
+
+class Partitioned:
+    """A ZeRO-3 model for inference without a whole copy on any rank: `recommend(batch, k)` runs through
+    the DeepSpeed engine's forward, so each module's partitioned parameters are gathered while the
+    module runs and released after, and a parameter read directly (a tied embedding, a codebook) is
+    gathered while the call lasts. The gathers are collectives: every rank must make the same calls
+    (`eval_batches(same_sizes=True)`). Anything else is the model's own attribute."""
+
+    def __init__(self, ds):
+        self._ds = ds
+
+    def __getattr__(self, name):
+        return getattr(self._ds.module, name)
+
+    def recommend(self, batch: dict, k: int):
+        module = self._ds.module
+        module.forward = lambda b: type(module).recommend(module, b, k)  # an instance attribute, for this call
+        try:
+            return self._ds(batch)
+        finally:
+            del module.forward

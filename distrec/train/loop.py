@@ -155,15 +155,11 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
     from distrec.eval.evaluator import evaluate
 
     cfg = job.cfg
-    model = engine.model
-    if engine.ds is not None and engine.stage == 3:  # ranks then run recommend independently
-        with torch.random.fork_rng(devices=[]):  # building a model draws; keep the training RNG stream
-            model = job.make_model()
-        model.load_state_dict(engine.full_state_dict())
-        model.to(engine.device)
     ks = sorted(set(int(k) for k in cfg.eval.ks) | {10})
     batches = eval_batches(data, "valid", cfg.model.max_history, cfg.eval.batch_size, rank, world,
-                           cfg.train.val_max_users, cfg.eval.sample_seed, device=engine.device)
+                           cfg.train.val_max_users, cfg.eval.sample_seed, device=engine.device,
+                           same_sizes=engine.partitioned)
+    model = engine.evaluation_model()  # under ZeRO-3 partitioned: every rank makes the same calls
     # the test's protocol (eval.filter_history): the best checkpoint is chosen on what is reported
     result = evaluate(model, batches, ks=ks, num_items=job.num_items, filter_history=cfg.eval.filter_history,
                       precision=cfg.engine.precision, beam_rows=cfg.eval.beam_rows)
@@ -183,7 +179,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
 def code_usage(engine: Engine) -> dict:
     """The model's code-usage diagnostic (distinct SID paths / codes per level; few = collapse), for
     models that have one. Not under ZeRO-3: its partitioned weights are only whole inside the engine."""
-    if not hasattr(engine.model, "code_usage") or (engine.ds is not None and engine.stage == 3):
+    if not hasattr(engine.model, "code_usage") or engine.partitioned:
         return {}
     return engine.model.code_usage()
 
@@ -223,14 +219,13 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
     cfg, t = job.cfg, job.cfg.train
     metric = select_metric(cfg)
     rank, world = session.rank, session.world_size
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = job.make_model()
     plan = plan_batches(t.global_batch_size, world, t.micro_batch_size)
     index = build_train_index(data, cfg.model.max_history, t.include_valid)
     sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, world, rank, cfg.seed, t.loss_weighting,
                            t.group_by_length)
     total_steps = int(t.max_steps or t.epochs * sampler.steps_per_epoch)
-    engine = Engine(model, t, cfg.engine, plan, total_steps, session.device, rank)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    engine = Engine(job.make_model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
     # what the validation numbers and the training targets mean: a resumed run must mean the same
@@ -260,10 +255,10 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                disable=not (cfg.progress and rank == 0 and session.progress_bar), dynamic_ncols=True)
 
     def save(step: int) -> None:
-        weights = engine.full_state_dict() if (rank == 0 or engine.stage == 3) else None
+        weights = engine.consolidated_weights()  # rank 0's; None on the others
         info = {**state, **job.identity, "engine_kind": engine.kind, "zero_stage": engine.stage,
                 "world_size": world, "total_steps": total_steps, "epoch": step / sampler.steps_per_epoch}
-        session.save(step, lambda d: ckpt.write_checkpoint(d, engine, info, weights if rank == 0 else None),
+        session.save(step, lambda d: ckpt.write_checkpoint(d, engine, info, weights),
                      {"step": step, **(state["valid"] or {})},
                      protect={state["best_step"]} if state["best_step"] is not None else set())
 

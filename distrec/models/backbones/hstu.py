@@ -24,6 +24,8 @@ from torch import nn
 
 from distrec.errors import ConfigError
 from distrec.models.blocks.cache import KVCache
+from distrec.models.blocks.checkpointing import run_block
+from distrec.models.blocks.init import reinit
 from distrec.models.blocks.masks import build_allowed
 
 TIME_BUCKET_DIVISOR = 0.301  # bucket = floor(ln(max(|dt|, 1)) / 0.301), as in the paper's code
@@ -75,8 +77,8 @@ class HSTULayer(nn.Module):
         self.norm_attn = nn.LayerNorm(n_heads * linear_dim, eps=eps, elementwise_affine=norm_affine)
         self.out = nn.Linear(n_heads * linear_dim, d_model)
         if meta:
-            nn.init.normal_(self.uvqk.weight, std=0.02)
-            nn.init.xavier_uniform_(self.out.weight)
+            reinit(self.uvqk, lambda m: nn.init.normal_(m.weight, std=0.02))
+            reinit(self.out, lambda m: nn.init.xavier_uniform_(m.weight))
         self.drop = nn.Dropout(dropout)
         # rab_pos[r + max_len - 1] for relative position r = key_pos - query_pos; rab_time per bucket.
         self.rab_pos = nn.Parameter(torch.randn(2 * max_len - 1) * 0.02)
@@ -119,18 +121,19 @@ class HSTU(nn.Module):
     def __init__(self, d_model: int, n_layers: int, n_heads: int, dropout: float = 0.2, max_len: int = 200,
                  num_time_buckets: int = 128, attn_dim: int | None = None, linear_dim: int | None = None,
                  kernel: str = "pytorch", abs_positions: bool = True, causal: bool = True, init: str = "meta",
-                 norm_affine: bool = False):
+                 norm_affine: bool = False, activation_checkpointing: bool = False):
         super().__init__()
         self.n_layers, self.max_len, self.causal = n_layers, max_len, causal
+        self.activation_checkpointing = activation_checkpointing
         self.num_time_buckets = num_time_buckets
         attn_dim = attn_dim or d_model // n_heads
         linear_dim = linear_dim or d_model // n_heads
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
         if self.pos is not None:  # Meta re-initialises its positional table xavier-normal (reset_params)
             if init == "meta":
-                nn.init.xavier_normal_(self.pos.weight)
+                reinit(self.pos, lambda m: nn.init.xavier_normal_(m.weight))
             else:
-                nn.init.trunc_normal_(self.pos.weight, std=math.sqrt(1.0 / d_model))
+                reinit(self.pos, lambda m: nn.init.trunc_normal_(m.weight, std=math.sqrt(1.0 / d_model)))
         self.drop = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
             HSTULayer(d_model, n_heads, attn_dim, linear_dim, dropout, max_len, num_time_buckets, kernel, init,
@@ -164,7 +167,7 @@ class HSTU(nn.Module):
         buckets = None if timestamps is None else time_buckets(q_times, k_times, self.num_time_buckets)
         h = self.drop(x)
         for i, layer in enumerate(self.layers):
-            h = layer(h, allowed, rel, buckets, key_keep, cache, i)
+            h = run_block(layer, h, allowed, rel, buckets, key_keep, cache, i, recompute=self.activation_checkpointing)
         if cache is not None:
             cache.advance(T)
         return h

@@ -10,6 +10,7 @@ from torch import nn
 from distrec.models.backbones.transformer import FeedForward
 from distrec.models.blocks.attention import MultiHeadAttention, sdpa_mask
 from distrec.models.blocks.cache import KVCache
+from distrec.models.blocks.checkpointing import run_block
 from distrec.models.blocks.masks import build_allowed
 
 
@@ -67,9 +68,10 @@ class T5EncoderDecoder(nn.Module):
 
     def __init__(self, d_model: int, n_enc_layers: int = 4, n_dec_layers: int = 4, n_heads: int = 6,
                  d_ff: int = 1024, dropout: float = 0.1, rel_buckets: int = 32, rel_max_distance: int = 128,
-                 head_dim: int | None = None):
+                 head_dim: int | None = None, activation_checkpointing: bool = False):
         super().__init__()
         self.n_dec_layers = n_dec_layers
+        self.activation_checkpointing = activation_checkpointing
         self.enc_bias = RelativePositionBias(n_heads, rel_buckets, rel_max_distance, bidirectional=True)
         self.dec_bias = RelativePositionBias(n_heads, rel_buckets, rel_max_distance, bidirectional=False)
         self.encoder = nn.ModuleList(T5Block(d_model, n_heads, d_ff, dropout, head_dim, cross=False) for _ in range(n_enc_layers))
@@ -87,7 +89,7 @@ class T5EncoderDecoder(nn.Module):
         attn_mask = sdpa_mask(build_allowed(mask, pad, T, T, x.device, causal=False), self.enc_bias(pos, pos))
         h = self.drop(x)
         for block in self.encoder:
-            h = block(h, attn_mask)
+            h = run_block(block, h, attn_mask, recompute=self.activation_checkpointing)
         return self.drop(self.enc_norm(h))
 
     def decode(self, y, memory, memory_pad=None, cache=None, mask=None, pad=None):
@@ -106,7 +108,7 @@ class T5EncoderDecoder(nn.Module):
         memory_mask = None if memory_pad is None else sdpa_mask(~memory_pad[:, None, :])
         h = self.drop(y)
         for i, block in enumerate(self.decoder):
-            h = block(h, attn_mask, cache, i, memory, memory_mask)
+            h = run_block(block, h, attn_mask, cache, i, memory, memory_mask, recompute=self.activation_checkpointing)
         if cache is not None:
             cache.advance(T)
         return self.drop(self.dec_norm(h))

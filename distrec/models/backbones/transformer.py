@@ -6,6 +6,8 @@ from torch import nn
 
 from distrec.models.blocks.attention import MultiHeadAttention, sdpa_mask
 from distrec.models.blocks.cache import KVCache
+from distrec.models.blocks.checkpointing import run_block
+from distrec.models.blocks.init import reinit
 from distrec.models.blocks.masks import build_allowed
 
 
@@ -39,12 +41,14 @@ class TransformerDecoder(nn.Module):
     uses_timestamps = False
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float = 0.1,
-                 max_len: int = 512, head_dim: int | None = None, causal: bool = True, abs_positions: bool = True):
+                 max_len: int = 512, head_dim: int | None = None, causal: bool = True, abs_positions: bool = True,
+                 activation_checkpointing: bool = False):
         super().__init__()
         self.n_layers, self.max_len, self.causal = n_layers, max_len, causal
+        self.activation_checkpointing = activation_checkpointing
         self.pos = nn.Embedding(max_len, d_model) if abs_positions else None
         if self.pos is not None:
-            nn.init.normal_(self.pos.weight, std=0.02)
+            reinit(self.pos, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(TransformerBlock(d_model, n_heads, d_ff, dropout, head_dim) for _ in range(n_layers))
         self.ln_out = nn.LayerNorm(d_model)
@@ -71,7 +75,7 @@ class TransformerDecoder(nn.Module):
         attn_mask = None if fast else sdpa_mask(build_allowed(mask, key_pad, T, past + T, x.device, self.causal))
         h = self.drop(x)
         for i, block in enumerate(self.blocks):
-            h = block(h, attn_mask, fast, cache, i)
+            h = run_block(block, h, attn_mask, fast, cache, i, recompute=self.activation_checkpointing)
         if cache is not None:
             cache.advance(T)
         return self.ln_out(h)

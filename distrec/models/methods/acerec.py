@@ -25,6 +25,7 @@ from torch import nn
 from distrec.decoding.scoring import holistic_topk
 from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
+from distrec.models.blocks.init import multihead_attention, reinit, small_linear
 from distrec.models.methods.rpg import DigitHeads
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
@@ -47,9 +48,8 @@ class AttentiveTokenMerger(nn.Module):
         self.k = k
         self.query_base = nn.Parameter(torch.randn(k, d) * 0.02)  # small init: found essential by the community port
         self.query_offset = nn.Linear(d, k * d)
-        nn.init.normal_(self.query_offset.weight, std=0.02)
-        nn.init.zeros_(self.query_offset.bias)
-        self.attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        reinit(self.query_offset, small_linear)
+        self.attn = multihead_attention(d, n_heads)
         self.out = nn.Sequential(nn.LayerNorm(d), Mlp(d, 2 * d, d))
 
     def forward(self, tokens: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,7 @@ class ReconDecoder(nn.Module):
     def __init__(self, d: int, m: int, n_heads: int):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(m, d) * 0.02)
-        self.attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
+        self.attn = multihead_attention(d, n_heads)
         self.out = nn.Linear(d, d)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -155,7 +155,7 @@ class ACERec(nn.Module):
         self.isa_weight, self.recon_weight = isa_weight, recon_weight
         self.loss_positions, self.score_chunk = loss_positions, score_chunk
         self.token_emb = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)  # digit d code c: offsets[d] + c
-        nn.init.normal_(self.token_emb.weight, std=0.02)
+        reinit(self.token_emb, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.sub_pos = nn.Parameter(torch.randn(self.m, d_model) * 0.02)
         self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
         self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)

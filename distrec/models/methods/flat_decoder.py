@@ -20,6 +20,7 @@ from torch import nn
 
 from distrec.decoding import constrained_beam_search, topk_over_catalog
 from distrec.errors import ConfigError
+from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 
 DECODINGS = ("auto", "beam", "exhaustive")
@@ -36,7 +37,7 @@ class FlatDecoder(nn.Module):
         self.embed = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)
         self.backbone = backbone
         self.head = nn.Linear(d_model, self.sid.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=0.02)
+        reinit(self.embed, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.uses_time = hasattr(backbone, "num_time_buckets")
 
     @classmethod

@@ -22,18 +22,26 @@ from torch import nn
 
 from distrec.errors import ConfigError
 from distrec.models.backbones.hstu import HSTU
+from distrec.models.blocks.init import reinit
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
 
 QUERY_TIMES = ("next", "current")  # the time a position's time-gap bias measures from
 
 
+
+def init_items(emb: nn.Embedding) -> None:
+    """Meta's item table: truncated N(0, 0.02) at +-2 sigma, the padding row 0."""
+    nn.init.trunc_normal_(emb.weight, std=0.02, a=-0.04, b=0.04)
+    with torch.no_grad():
+        emb.weight[0].zero_()
+
 class HSTURetrieval(nn.Module):
     def __init__(self, num_items: int, d_model: int = 50, n_layers: int = 2, n_heads: int = 1, dropout: float = 0.2,
                  max_history: int = 200, num_negatives: int = 128, temperature: float = 0.05,
                  in_batch_negatives: bool = False, num_time_buckets: int = 128, attn_dim: int | None = None,
                  linear_dim: int | None = None, kernel: str = "pytorch", init: str = "meta", norm_affine: bool = False,
-                 query_time: str = "next"):
+                 query_time: str = "next", activation_checkpointing: bool = False):
         super().__init__()
         if num_negatives < 1:
             raise ConfigError(f"method.num_negatives={num_negatives} must be >= 1 for hstu_retrieval")
@@ -43,11 +51,10 @@ class HSTURetrieval(nn.Module):
         self.num_items, self.max_history, self.d_model = num_items, max_history, d_model
         self.num_negatives, self.temperature, self.in_batch = num_negatives, temperature, in_batch_negatives
         self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0)
-        nn.init.trunc_normal_(self.item_emb.weight, std=0.02, a=-0.04, b=0.04)  # +-2 sigma, as Meta's
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        reinit(self.item_emb, init_items)
         self.backbone = HSTU(d_model, n_layers, n_heads, dropout, max_history, num_time_buckets, attn_dim, linear_dim,
-                             kernel, init=init, norm_affine=norm_affine)
+                             kernel, init=init, norm_affine=norm_affine,
+                             activation_checkpointing=activation_checkpointing)
 
     @classmethod
     def from_config(cls, model_cfg, method_cfg, catalog):
@@ -57,7 +64,7 @@ class HSTURetrieval(nn.Module):
                    temperature=method_cfg.temperature, in_batch_negatives=method_cfg.in_batch_negatives,
                    num_time_buckets=dims.num_time_buckets, attn_dim=dims.head_dim, linear_dim=dims.linear_dim,
                    kernel=dims.kernel, init=dims.init, norm_affine=dims.norm_affine,
-                   query_time=method_cfg.query_time)
+                   query_time=method_cfg.query_time, activation_checkpointing=dims.activation_checkpointing)
 
     def encode(self, input_ids: torch.Tensor, timestamps: torch.Tensor | None = None,
                next_timestamps: torch.Tensor | None = None) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 from distrec.decoding.beam import constrained_beam_search
 from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
+from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
 
@@ -123,7 +124,7 @@ class IntRR(nn.Module):
         # item's own; from std 0.02 the uid_proj bias dominates u and the item side starts collapsed
         # (164 paths for Beauty's 12,101 items; docs/parity.md)
         released = init == "released"
-        nn.init.normal_(self.uid.weight, std=1.0 if released else 0.02)
+        reinit(self.uid, lambda m: nn.init.normal_(m.weight, std=1.0 if released else 0.02))
         self.uid_proj = nn.Linear(uid_dim, d_model)
         self.ran = RecursiveAssignmentNetwork(self.sid.codebook_sizes, d_model, hidden, temperature, learn_temperature,
                                               codebook_std=1.0 if released else None)

@@ -26,6 +26,7 @@ from torch import nn
 
 from distrec.decoding import build_item_graph, graph_decode, holistic_topk
 from distrec.errors import ConfigError
+from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 
 DECODINGS = ("auto", "holistic", "graph")
@@ -48,12 +49,10 @@ def gpt2_init(backbone: nn.Module) -> None:
     the projections back into the residual stream N(0, 0.02 / sqrt(2 n_layers))."""
     for module in backbone.modules():
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+            reinit(module, small_linear)
     for block in backbone.blocks:
         for proj in (block.attn.out, block.ff[2]):
-            nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks)))
+            reinit(proj, lambda m: nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks))))
 
 
 class RPG(nn.Module):
@@ -70,7 +69,7 @@ class RPG(nn.Module):
         self.decoding = decoding
         self.graph_edges, self.graph_beams, self.graph_steps = graph_edges, graph_beams, graph_steps
         self.tokens = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)
-        nn.init.normal_(self.tokens.weight, std=0.02)
+        reinit(self.tokens, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.backbone = backbone
         gpt2_init(backbone)
         self.heads = DigitHeads(self.digits, d_model)

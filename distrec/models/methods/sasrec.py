@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distrec.errors import ConfigError
+from distrec.models.blocks.checkpointing import run_block
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
 
@@ -52,8 +53,9 @@ class CausalSelfAttentionBlock(nn.Module):
 class SASRec(nn.Module):
     def __init__(self, num_items: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 1, d_ff: int = 256,
                  dropout: float = 0.2, max_history: int = 50, loss: str = "softmax", num_negatives: int = 128,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, activation_checkpointing: bool = False):
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         if loss not in LOSSES:
             raise ConfigError(f"method.loss='{loss}' is not a SASRec loss; choose one of {list(LOSSES)}")
         if loss == "sampled_softmax" and num_negatives < 1:
@@ -82,7 +84,8 @@ class SASRec(nn.Module):
         dims = resolve_dims(model_cfg)
         return cls(num_items=catalog.num_items, d_model=dims.d_model, n_layers=dims.n_layers, n_heads=dims.n_heads,
                    d_ff=dims.d_ff, dropout=dims.dropout, max_history=dims.max_history, loss=method_cfg.loss,
-                   num_negatives=method_cfg.num_negatives, temperature=method_cfg.temperature)
+                   num_negatives=method_cfg.num_negatives, temperature=method_cfg.temperature,
+                   activation_checkpointing=dims.activation_checkpointing)
 
     # ------------------------------------------------------------------ encoder
 
@@ -120,7 +123,7 @@ class SASRec(nn.Module):
         mask = (causal & valid[:, None, :]) | torch.eye(T, dtype=torch.bool, device=input_ids.device)
         mask = mask.unsqueeze(1)  # [B, 1, T, T], broadcast over heads
         for block in self.blocks:
-            x = block(x, mask)
+            x = run_block(block, x, mask, recompute=self.activation_checkpointing)
         return self.final_norm(x)
 
     def item_scores(self, hidden: torch.Tensor, exact: bool = False) -> torch.Tensor:

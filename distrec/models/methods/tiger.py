@@ -24,6 +24,7 @@ from torch import nn
 
 from distrec.decoding import constrained_beam_search, topk_over_catalog
 from distrec.errors import ConfigError
+from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import BOS, PAD, SIDVocab, prefix_windows, trim_left_padding
 
 DECODINGS = ("auto", "beam", "exhaustive")
@@ -41,7 +42,7 @@ class TIGER(nn.Module):
         self.embed = nn.Embedding(self.sid.vocab_size + user_tokens, d_model, padding_idx=PAD)
         self.backbone = backbone
         self.head = nn.Linear(d_model, self.sid.vocab_size, bias=False)
-        nn.init.normal_(self.embed.weight, std=d_model ** -0.5)
+        reinit(self.embed, lambda m: nn.init.normal_(m.weight, std=d_model ** -0.5))
 
     @classmethod
     def from_config(cls, model_cfg, method_cfg, catalog):
