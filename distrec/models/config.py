@@ -7,7 +7,7 @@ from typing import Optional
 
 @dataclass
 class ModelConfig:
-    """Backbone architecture. `size` names a preset (debug/small/base/large/xl) that fills the
+    """Backbone architecture. `size` names a preset (debug/small/base/large/xl/200m/400m/800m) that fills the
     dimensions left at null; explicit values win over the preset."""
 
     backbone: str = "transformer"  # transformer | t5 | hstu | sasrec
