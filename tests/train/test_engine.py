@@ -92,6 +92,9 @@ def test_a_checkpoint_from_before_a_config_key_existed_means_its_legacy_value():
                        "ckpt")
     with pytest.raises(ConfigError, match=r"model.d_model: 64 -> 48"):
         check_identity(old, identity({"backbone": "hstu", "d_model": 48}, {"name": "hstu_retrieval"}), "ckpt")
+    # how a model is computed is not what it computes: a run resumes with activation checkpointing turned on
+    check_identity(identity({"backbone": "hstu", "d_model": 64, "activation_checkpointing": False}, {"name": "x"}),
+                   identity({"backbone": "hstu", "d_model": 64, "activation_checkpointing": True}, {"name": "x"}), "ckpt")
     defaults = {"model": OmegaConf.structured(ModelConfig), "method": OmegaConf.structured(MethodConfig)}
     for path in LEGACY_VALUES:  # every legacy key is a real config key
         assert OmegaConf.select(defaults[path[0]], ".".join(path[1:])) is not None, path
