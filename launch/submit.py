@@ -91,6 +91,31 @@ def entrypoint(command: list[str]) -> list[str]:
     return command
 
 
+def relative_paths(command: list[str]) -> list[str]:
+    """The artifact paths (`paths.*`, `sweep.out_dir`) of a `distrec <stage> ...` command that are relative.
+    The job runs in the uploaded copy of the checkout, which Ray deletes when the job ends: a relative
+    path writes there (lost with it) and reads artifacts there (never present)."""
+    if len(command) < 2 or command[0] != "distrec":
+        return []
+    try:
+        from distrec.cli import hydra_argv
+        from distrec.config import compose
+    except ImportError as e:
+        raise SystemExit(f"submit.py: cannot import distrec ({e}) to check the command's paths; "
+                         "install this checkout (pip install -e .)") from None
+    argv = hydra_argv(command[1], command[2:])  # Hydra's flags first, then stage=... and the overrides
+    try:
+        cfg = compose(argv[argv.index(f"stage={command[1]}"):])
+    except Exception as e:  # a multirun sweep (a=1,2) does not compose as one config
+        if "--multirun" in command or "-m" in command:
+            print(f"submit.py: artifact paths not checked ({type(e).__name__}: {e})", file=sys.stderr)
+            return []
+        raise SystemExit(f"submit.py: the command's config does not compose: {e}") from None
+    found = {f"paths.{key}": value for key, value in cfg.paths.items()}
+    found["sweep.out_dir"] = cfg.sweep.out_dir
+    return [f"{key}={value}" for key, value in found.items() if not Path(value).is_absolute()]
+
+
 def env_pair(item: str) -> tuple[str, str]:
     key, sep, value = item.partition("=")
     if not (key and sep):
@@ -134,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="also ship this untracked (or ignored) file or directory of the checkout")
     parser.add_argument("--dry-run", action="store_true", help="print the ray job submit command and exit")
     args = parser.parse_args(argv)
+    relative = relative_paths(command)
+    if relative:
+        parser.exit(2, f"submit.py: {', '.join(relative)}: relative, so the job would write its artifacts into its "
+                       "uploaded copy of the checkout, which is deleted when the job ends (and find no artifact "
+                       "of an earlier stage there); set paths.root to an absolute directory that the cluster's "
+                       "nodes share, e.g. paths.root=/shared/runs/<name>\n")
 
     with tempfile.TemporaryDirectory(prefix="distrec-submit-") as tmp:
         left_out = package(REPO, Path(tmp), args.include)

@@ -73,14 +73,32 @@ def test_submit_dry_run_builds_the_runtime_env():
     import shlex
 
     out = subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), "--dry-run", "--address",
-                          "http://127.0.0.1:1", "--pip", "--", "distrec", "train", "data=beauty"],
-                         capture_output=True, text=True, check=True).stdout
+                          "http://127.0.0.1:1", "--pip", "--", "distrec", "train", "data=beauty",
+                          "paths.root=/shared/runs/beauty"], capture_output=True, text=True, check=True).stdout
     args = shlex.split(out)
     env = json.loads(args[args.index("--runtime-env-json") + 1])
     # a package of the tracked files (gone after the dry run), not the checkout itself
     assert env["working_dir"] != str(REPO) and env["py_modules"] == [str(Path(env["working_dir"]) / "distrec")]
     assert any(d.startswith("torch==") for d in env["pip"])
-    assert args[args.index("--") + 1:] == ["python", "-m", "distrec", "train", "data=beauty", "cluster=job"]
+    assert args[args.index("--") + 1:] == ["python", "-m", "distrec", "train", "data=beauty",
+                                           "paths.root=/shared/runs/beauty", "cluster=job"]
+
+
+def test_submit_refuses_artifact_paths_in_the_uploaded_copy():
+    """The job runs in a copy of the checkout that Ray deletes when it ends: relative artifact paths
+    (the default runs/<name>) would write there and be lost, and find no earlier stage's artifacts."""
+    script = [sys.executable, str(REPO / "launch" / "submit.py"), "--dry-run", "--address", "http://127.0.0.1:1", "--"]
+    for command, named in ((["distrec", "train", "data=beauty"], "paths.root=runs/beauty, paths.data=runs/beauty/data"),
+                           (["distrec", "evaluate", "paths.root=/shared/r", "paths.train=runs/t"], "paths.train=runs/t"),
+                           (["distrec", "sweep", "--cfg", "job", "paths.root=/shared/r", "sweep.out_dir=s"],
+                            "sweep.out_dir=s")):
+        done = subprocess.run([*script, *command], capture_output=True, text=True)
+        assert done.returncode == 2 and named in done.stderr and "set paths.root to an absolute" in done.stderr, \
+            done.stderr
+        assert "ray job submit" not in done.stdout and "Traceback" not in done.stderr
+    done = subprocess.run([*script, "distrec", "run", "paths.root=/shared/r"], capture_output=True, text=True,
+                          check=True)
+    assert "job submit" in done.stdout and "paths.root=/shared/r" in done.stdout  # absolute: submitted
 
 
 def git_repo(root: Path) -> Path:
@@ -118,13 +136,15 @@ def test_only_tracked_files_and_named_paths_are_shipped(tmp_path):
 def test_submit_names_what_it_leaves_out_and_refuses_bad_arguments(tmp_path):
     repo = git_repo(tmp_path / "repo")
     script = [sys.executable, str(repo / "launch" / "submit.py"), "--dry-run"]
-    done = subprocess.run([*script, "--", "distrec", "train"], capture_output=True, text=True, check=True)
+    done = subprocess.run([*script, "--", "distrec", "train", "paths.root=/r"], capture_output=True, text=True,
+                          check=True)
     assert "not shipped, as git does not track them" in done.stderr and ".env, keys/" in done.stderr
     for bad, error in ((["--env", "FOO"], "argument --env: expected KEY=VALUE, got 'FOO'"),
                        (["--include", str(repo / "missing")], "missing does not exist"),
                        (["--include", str(tmp_path)], "is not inside the checkout")):
-        done = subprocess.run([*script, *bad, "--", "distrec", "train"], capture_output=True, text=True)
+        done = subprocess.run([*script, *bad, "--", "distrec", "train", "paths.root=/r"], capture_output=True,
+                              text=True)
         assert done.returncode == 2 and error in done.stderr and "Traceback" not in done.stderr, done.stderr
-    done = subprocess.run([*script, "--env", "A=b=c", "--", "distrec", "train"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([*script, "--env", "A=b=c", "--", "distrec", "train", "paths.root=/r"], capture_output=True,
+                          text=True, check=True)
     assert '"A": "b=c"' in done.stdout
