@@ -34,6 +34,7 @@ from distrec.train.schedules import lr_multiplier
 
 KINDS = ("deepspeed", "plain", "fast")
 PRECISIONS = ("fp32", "bf16")
+REDUCE_BUCKET_ELEMENTS = 25_000_000  # ZeRO-3 gradient reduction bucket: 100 MB of fp32 per rank
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
@@ -236,7 +237,10 @@ class Engine:
             # again soon and prefetch up to 50M elements ahead, which for a model of a few hundred MB
             # is the whole model on every rank (tests/train/test_zero3.py)
             zero.update(stage3_param_persistence_threshold=0, stage3_max_reuse_distance=0,
-                        stage3_prefetch_bucket_size=0)
+                        stage3_prefetch_bucket_size=0,
+                        # DeepSpeed's reduction bucket (5e8 elements, 2 GB of fp32) is sized for GPUs;
+                        # bench_zero3 at 200m saw the same peak RSS with either (docs/benchmarks.md)
+                        reduce_bucket_size=REDUCE_BUCKET_ELEMENTS)
         if engine_cfg.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
         if engine_cfg.offload_params:
