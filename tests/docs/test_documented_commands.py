@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from doc_commands import ENVIRONMENT, REPO, all_blocks, check_block, expand
 
-from conftest import DATA, NO_DATA
-
 BLOCKS = all_blocks()
 RUN_TIMEOUT_S = 1200
 
@@ -38,15 +36,15 @@ def checkout(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("block", params(("run", "slow")))
-def test_block_runs_as_written(block, checkout, tmp_path):
+def test_block_runs_as_written(block, checkout, tmp_path, request):
     configs = check_block(block)
-    if any(cfg.data.format != "synthetic" for cfg in configs) and not DATA.exists():
-        pytest.skip(f"{NO_DATA} at {DATA} (set DISTREC_DATA)")
+    real = any(cfg.data.format != "synthetic" for cfg in configs)
+    data = request.getfixturevalue("data_root") if real else None  # skips, saying how, without the datasets
     work = tmp_path / "checkout"
     shutil.copytree(checkout, work, symlinks=True)
     (work / ".venv" / "bin").mkdir(parents=True)
     (work / ".venv" / "bin" / "activate").write_text("")  # the test's environment is active
-    env = {**os.environ, "DISTREC_DATA": str(DATA),
+    env = {**os.environ, **({"DISTREC_DATA": str(data)} if data else {}),
            "PYTHONPATH": os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(["/bin/bash", "-eo", "pipefail", "-c", ENVIRONMENT + block.text], cwd=work, env=env,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
