@@ -255,7 +255,7 @@ def check_block(block: Block) -> list:
         if argv[0] == "distrec":
             composed = check_stage(argv)
             for cfg in composed:  # a block that prepares data runs its later stages on it
-                if argv[1] == "prepare":
+                if argv[1] in ("prepare", "run"):  # `run` prepares its own data
                     prepared.add(cfg.paths.data)
                 elif prepared and argv[1] != "sweep" and cfg.paths.data not in prepared:
                     raise AssertionError(f"`{' '.join(argv)}` reads {cfg.paths.data} (data={cfg.data.name}), which "
