@@ -83,15 +83,21 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused(prepared, ray_local, 
     assert not (tmp_path / "big" / "checkpoints").exists()
 
 
+def copy_run(src, run_dir):
+    """A copy of a finished 12-step Ray run; returns its latest checkpoint (Ray's snapshot names it)."""
+    shutil.copytree(src, run_dir)
+    snapshot = json.loads((run_dir / "ray" / "checkpoint_manager_snapshot.json").read_text())
+    latest = run_dir / "ray" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
+    assert json.loads((latest / "state.json").read_text())["step"] == 12
+    return latest
+
+
 def test_a_corrupt_checkpoint_stops_the_run_once_and_its_hint_resumes_it(prepared, ray_local, ray_runs, tmp_path):
     """Under Ray Train a corrupt checkpoint is the user's error: not retried (engine.max_failures=2), and
     following the printed hint (delete the checkpoint directory) resumes from the previous one."""
     out, _ = ray_runs
     run_dir = tmp_path / "corrupt"
-    shutil.copytree(out / "zero2_2w", run_dir)
-    snapshot = json.loads((run_dir / "ray" / "checkpoint_manager_snapshot.json").read_text())
-    latest = run_dir / "ray" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
-    assert json.loads((latest / "state.json").read_text())["step"] == 12
+    latest = copy_run(out / "zero2_2w", run_dir)
     for f in (latest / "engine").rglob("*.pt"):
         f.write_bytes(f.read_bytes()[:100])
     with pytest.raises(DataError, match="cannot be loaded") as info:  # not Ray's error after 2 retries
@@ -111,10 +117,7 @@ def test_a_zero3_checkpoint_resumes_to_the_same_curve(prepared, ray_local, ray_r
 
     out, _ = ray_runs
     run_dir = tmp_path / "z3_resume"
-    shutil.copytree(out / "zero3_2w", run_dir)
-    snapshot = json.loads((run_dir / "ray" / "checkpoint_manager_snapshot.json").read_text())
-    latest = run_dir / "ray" / snapshot["latest_checkpoint_result"]["checkpoint_dir_name"]
-    assert json.loads((latest / "state.json").read_text())["step"] == 12
+    latest = copy_run(out / "zero3_2w", run_dir)
     shutil.rmtree(latest)  # back to the step-6 checkpoint
     summary = train(prepared, run_dir, "engine=zero3")
     assert summary["steps"] == 12 and summary["attempts"] == 2
