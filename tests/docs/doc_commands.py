@@ -111,8 +111,10 @@ def expand(text: str) -> list[list[str]]:
     stubs = "".join(f"function {w} {{ command_not_found_handle {w} \"$@\"; }}\n" for w in sorted(words))
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "argv"
-        script = ("command_not_found_handle() { printf '%s\\0' \"$@\" >> \"$DOCS_CHECK_LOG\"; "
-                  "printf '\\036\\0' >> \"$DOCS_CHECK_LOG\"; }\n"
+        # The commands of a pipeline run at once, and bash flushes printf at each newline: each argv goes
+        # out as one newline-free line (\x1d for newline, \x1f between words) so argvs never interleave.
+        script = ("command_not_found_handle() { local a=(\"${@//$'\\n'/$'\\x1d'}\") line; "
+                  "printf -v line '%s\\x1f' \"${a[@]}\"; printf '%s\\x1e\\n' \"$line\" >> \"$DOCS_CHECK_LOG\"; }\n"
                   "function . { command_not_found_handle . \"$@\"; }\n"
                   "function source { command_not_found_handle source \"$@\"; }\n" + stubs + text)
         done = subprocess.run(["/bin/bash", "-c", script], cwd=tmp, capture_output=True, text=True, timeout=60,
@@ -121,13 +123,11 @@ def expand(text: str) -> list[list[str]]:
         if done.returncode or done.stderr:
             raise AssertionError(f"bash could not read the block: {done.stderr.strip()} (exit {done.returncode})")
         raw = log.read_text() if log.exists() else ""
-    argvs, current = [], []
-    for word in raw.split("\0")[:-1]:
-        if word == "\x1e":
-            argvs.append(current)
-            current = []
-        else:
-            current.append(word)
+    argvs = []
+    for line in raw.split("\n")[:-1]:  # not splitlines(): it also splits at \x1d-\x1e
+        *words, end = line.replace("\x1d", "\n").split("\x1f")
+        assert end == "\x1e", f"an argv was cut in the log: {line!r}"
+        argvs.append(words)
     return argvs
 
 
