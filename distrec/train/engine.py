@@ -17,6 +17,7 @@ the whole global batch, whatever the number of workers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import socket
@@ -38,6 +39,21 @@ REDUCE_BUCKET_ELEMENTS = 25_000_000  # ZeRO-3 gradient reduction bucket: 100 MB 
 # torch optimizers (not DeepSpeed's JIT-compiled ones): AdamW decays weights apart from the gradient;
 # Adam adds weight_decay * w to the gradient (L2), as torch.optim.Adam does in the released IntRR.
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+# glibc serves an allocation below its mmap threshold from its heaps, and the threshold grows with the
+# largest block freed (to 32 MB): ZeRO-3's per-layer gathers and gradients then stay in the heaps once
+# freed, and a rank's RSS keeps ~2.5 GB more than it holds (200m, 2 workers: 6.5 vs 3.8 GiB peak,
+# docs/benchmarks.md). A fixed 4 MB threshold returns every large tensor to the OS when freed.
+MMAP_THRESHOLD_BYTES = 4 << 20
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def release_large_blocks_to_os() -> bool:
+    """Fix glibc's mmap threshold for this process (see MMAP_THRESHOLD_BYTES); False where the C
+    library is not glibc (nothing to do)."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 @dataclass
@@ -181,6 +197,8 @@ class Engine:
         self.world_size = plan.world_size
         self.grad_clip = float(train_cfg.grad_clip or 0.0)
         self.partitioned = self.kind == "deepspeed" and self.stage == 3
+        if self.partitioned and device.type == "cpu":  # host memory is what ZeRO-3 divides here
+            release_large_blocks_to_os()
         if self.kind == "deepspeed":
             deepspeed = import_deepspeed()
             deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
@@ -240,7 +258,10 @@ class Engine:
                         stage3_prefetch_bucket_size=0,
                         # DeepSpeed's reduction bucket (5e8 elements, 2 GB of fp32) is sized for GPUs;
                         # bench_zero3 at 200m saw the same peak RSS with either (docs/benchmarks.md)
-                        reduce_bucket_size=REDUCE_BUCKET_ELEMENTS)
+                        reduce_bucket_size=REDUCE_BUCKET_ELEMENTS,
+                        # the optimizer steps one sub-group of the partition at a time: Adam's full-size
+                        # temporaries (its denominator) are then 100 MB, not the whole partition
+                        sub_group_size=REDUCE_BUCKET_ELEMENTS)
         if engine_cfg.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu", "pin_memory": self.device.type == "cuda"}
         if engine_cfg.offload_params:
