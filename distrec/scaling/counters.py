@@ -21,6 +21,7 @@ PyTorch actually runs, which is what `measured_flops` sees.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,25 @@ class ParamCount:
     total: int
     embedding: int
     non_embedding: int
+
+
+@contextlib.contextmanager
+def parameters_on_meta():
+    """Modules built inside keep their parameters on the meta device (shapes, no memory): each is moved
+    there as it is registered, so at most one parameter is ever allocated. Buffers stay real (SID tables
+    are read while a model is built), unlike under `torch.device("meta")`."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and not param.is_meta:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> ParamCount:

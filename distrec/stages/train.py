@@ -83,10 +83,16 @@ def _param_counts(job) -> dict:
     """Parameter counts and analytic training FLOPs per token (distrec.scaling.counters)."""
     import torch
 
-    torch.manual_seed(job.cfg.seed)
-    model = job.make_model()
-    from distrec.scaling.counters import count_params, model_flops_per_token
+    from distrec.scaling.counters import count_params, model_flops_per_token, parameters_on_meta
 
+    torch.manual_seed(job.cfg.seed)
+    try:  # shapes without memory: a model meant for ZeRO-3 need not fit the driver
+        with parameters_on_meta():
+            model = job.make_model()
+    except Exception as e:  # construction that computes with its own parameters
+        log.info("counting parameters on a real build (%s)", e)
+        torch.manual_seed(job.cfg.seed)
+        model = job.make_model()
     c = count_params(model)
     out = {"params": c.total, "embedding_params": c.embedding, "non_embedding_params": c.non_embedding}
     try:  # informational: a backbone the analytic counter does not know must not stop training

@@ -72,3 +72,26 @@ def test_transformer_block_matches_analytic(d, heads, d_ff, T):
     assert analytic <= training <= analytic + 0.5 * 4 * T * d
     # the causal convention counts half the attention work
     assert analytic_flops_per_token(matrix_params, 1, d, T) == analytic - 3 * 2 * T * d
+
+
+def test_a_model_built_with_parameters_on_meta_counts_the_same_with_no_memory(synthetic_sid_catalog):
+    """The train stage counts parameters on a build whose parameters are meta tensors, so a model meant
+    for ZeRO-3 need not fit the driver; SID-based models read their (real) buffers while built."""
+    import functools
+
+    from distrec.config import compose
+    from distrec.models.registry import Catalog, build_model
+    from distrec.scaling.counters import parameters_on_meta
+    from distrec.tokenize.sid_table import SIDTable
+
+    root = synthetic_sid_catalog("meta_counts", 200, 40)
+    for overrides in (["method=sasrec"], ["method=intrr", "model=transformer"], ["method=rpg", "model=transformer"]):
+        cfg = compose(["stage=train", "data=synthetic", "model.size=debug", "model.max_history=10", *overrides])
+        sids = None if "method=sasrec" in overrides else SIDTable.load(root / ("sids_long" if "method=rpg" in overrides
+                                                                             else "sids_rq"))
+        make = functools.partial(build_model, cfg.model, cfg.method, Catalog(200, sids))
+        with parameters_on_meta():
+            meta = make()
+        assert all(p.is_meta for p in meta.parameters()), overrides
+        assert count_params(meta) == count_params(make()), overrides
+    assert not nn.Linear(2, 2).weight.is_meta  # the patch ends with the block
