@@ -5,7 +5,8 @@ all-MiniLM-L6-v2 from its package), through the real `distrec embed` stage.
    fp32 and in bf16 autocast (`embed.precision`) side by side: the speed ratio and the cosine between
    the two vectors of every item.
 2. A generated catalog (`data=synthetic`: titles of brand, adjective, category words and a model
-   number) embedded by `--workers` Ray actors (`embed.precision=auto`: bf16 where the CPU has it) (1 CPU each; each loads the model once). `--items`
+   number) embedded by `--workers` Ray actors (1 CPU each; each loads the model once; `embed.precision=auto`:
+   bf16 where the CPU has it). `--items`
    lists catalog sizes; with two or more, the transform time is fitted as a + b x items (a: Ray Data
    start and the model loads) and extrapolated to `--target` items (1,000,000), as marked in the
    output: the transform streams batch by batch, so its time grows linearly. Memory is not
@@ -66,9 +67,10 @@ def prepare(root: Path, *overrides) -> None:
 
 def vectors(directory: Path) -> np.ndarray:
     from distrec.artifacts import read_table
+    from distrec.cluster.vectors import vectors_from_arrow
 
     table = read_table(directory / "item_embeddings", ["item_id", "vector"]).sort_by("item_id")
-    return table.column("vector").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+    return vectors_from_arrow(table.column("vector"), directory)
 
 
 def run_beauty(args, work: Path) -> dict:

@@ -9,6 +9,7 @@ Found with it (docs/benchmarks.md, ZeRO-3): glibc kept freed per-layer blocks in
 import argparse
 import functools
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -21,15 +22,13 @@ import torch.multiprocessing as mp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "train"))  # zero3_workers: a rank joins a gloo group, RankSession
-GIB = 2 ** 30
 
-
-def rss() -> int:
-    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+from bench_zero3 import GIB, rss  # noqa: E402
 
 
 class PhaseTrace:
-    """The peak RSS of each phase (phases repeat: a step's peak is the largest over the steps)."""
+    """The peak RSS of each phase (phases repeat: a step's peak is the largest over the steps; a call
+    inside another, e.g. the forward of a validation, counts in the inner phase)."""
 
     def __init__(self):
         self.phase, self.order, self.at_start, self.peak = "start", [], {}, {}
@@ -39,11 +38,11 @@ class PhaseTrace:
         self.phase = phase
         if phase not in self.order:
             self.order.append(phase)
-            self.at_start[phase] = rss()
+            self.at_start[phase] = rss(os.getpid())
 
     def _poll(self):
         while True:
-            self.peak[self.phase] = max(self.peak.get(self.phase, 0), rss())
+            self.peak[self.phase] = max(self.peak.get(self.phase, 0), rss(os.getpid()))
             time.sleep(0.01)
 
     def wrap(self, owner, name: str, phase: str) -> None:
@@ -91,7 +90,8 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
                      train_dir=str(Path(out) / "train"))
     L.train_loop(job, RankSession(Path(out) / "train", rank, world), SequenceData.from_arrow(data.sequences))
     time.sleep(0.05)
-    rows = [(p, trace.at_start[p] / GIB, trace.peak.get(p, 0) / GIB) for p in trace.order]
+    # a phase shorter than one poll keeps its RSS at the start as its peak
+    rows = [(p, trace.at_start[p] / GIB, max(trace.at_start[p], trace.peak.get(p, 0)) / GIB) for p in trace.order]
     Path(out, f"trace-{rank}.json").write_text(json.dumps(rows))
 
 

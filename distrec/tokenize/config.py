@@ -49,7 +49,7 @@ class EmbedConfig:
     model_sha256: Optional[str] = None  # sentence_transformer: required sha256 of model.safetensors (known models: pinned)
     encode_batch_size: int = 64  # sentence_transformer: texts per forward pass
     # sentence_transformer: bf16 autocast | fp32 | auto (bf16 on a GPU or a CPU with native bf16, else fp32).
-    # bf16 was 4x faster on an AVX-512-BF16 CPU, cosine 0.99999 to fp32 (docs/benchmarks.md)
+    # bf16 was 2.9x faster on an AVX-512-BF16 CPU, cosine >= 0.99996 to fp32 (docs/benchmarks.md)
     precision: str = "auto"
     fallback: Optional[str] = None  # embed.method used instead, with a warning, when an optional extra is missing
     column: Optional[str] = None  # method=column: the items.parquet column that holds the vector

@@ -85,10 +85,10 @@ def test_a_model_built_with_parameters_on_meta_counts_the_same_with_no_memory(sy
     from distrec.tokenize.sid_table import SIDTable
 
     root = synthetic_sid_catalog("meta_counts", 200, 40)
-    for overrides in (["method=sasrec"], ["method=intrr", "model=transformer"], ["method=rpg", "model=transformer"]):
+    for overrides, table in ((["method=sasrec"], None), (["method=intrr", "model=transformer"], "sids_rq"),
+                             (["method=rpg", "model=transformer"], "sids_long")):
         cfg = compose(["stage=train", "data=synthetic", "model.size=debug", "model.max_history=10", *overrides])
-        sids = None if "method=sasrec" in overrides else SIDTable.load(root / ("sids_long" if "method=rpg" in overrides
-                                                                             else "sids_rq"))
+        sids = SIDTable.load(root / table) if table else None
         make = functools.partial(build_model, cfg.model, cfg.method, Catalog(200, sids))
         with parameters_on_meta():
             meta = make()
