@@ -197,3 +197,25 @@ def test_unknown_backbone_is_a_config_error():
     cfg = compose(["model.backbone=lstm"])
     with pytest.raises(ConfigError, match="model.backbone"):
         build_backbone(cfg.model)
+
+
+# ---------------------------------------------------------------- attention kernels
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_few_key_attention_on_cpu_matches_sdpa(mask_kind, dtype):
+    """`attend` runs few-key CPU attention as an explicit softmax (faster there); same values as SDPA."""
+    import torch.nn.functional as F
+
+    from distrec.models.blocks.attention import FEW_KEYS, attend
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(5, 2, n, 16, generator=g).to(dtype) for n in (4, FEW_KEYS, FEW_KEYS))
+    allowed = torch.rand(5, 1, 4, FEW_KEYS, generator=g) > 0.3
+    allowed[..., 0] = True
+    mask = {"none": None, "bool": allowed,
+            "additive": torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf")).to(dtype)}[mask_kind]
+    got = attend(q, k, v, mask)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                          attn_mask=None if mask is None else mask if mask.dtype == torch.bool else mask.float())
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=2e-2 if dtype == torch.bfloat16 else 1e-5, rtol=0)

@@ -19,6 +19,20 @@ def sdpa_mask(allowed=None, bias=None, dtype=torch.float32):
     return bias if allowed is None else bias.masked_fill(~allowed, float("-inf"))
 
 
+# At most this many keys, CPU attention without dropout runs as an explicit softmax: SDPA's CPU
+# kernels cost a fixed overhead per (batch, head) block, ~6x the whole work for ACERec's merger
+# (4 queries over 32 tokens per item, hundreds of items per micro-batch; docs/benchmarks.md).
+FEW_KEYS = 64
+
+
+def explicit_attention(q, k, v, mask=None):
+    """softmax(q k^T / sqrt(d) + mask) v, the softmax in fp32; mask as in `attend`."""
+    scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return scores.softmax(-1).to(v.dtype) @ v
+
+
 def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
     """q [B,H,Tq,d], k/v [B,H,Tk,d]; mask from `sdpa_mask` (None with is_causal = plain causal).
 
@@ -30,6 +44,8 @@ def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
         mask = mask.to(q.dtype)
     B, H, Tq, d = q.shape
     rows = k.shape[0]
+    if rows == B and q.device.type == "cpu" and k.shape[-2] <= FEW_KEYS and not dropout_p and not is_causal:
+        return explicit_attention(q, k, v, mask)
     if rows == B:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               is_causal=is_causal and mask is None)

@@ -20,11 +20,3 @@ def small_linear(module: nn.Linear) -> None:
     nn.init.normal_(module.weight, std=0.02)
     if module.bias is not None:
         nn.init.zeros_(module.bias)
-
-
-def multihead_attention(d: int, n_heads: int) -> nn.MultiheadAttention:
-    """torch's nn.MultiheadAttention (batch first). Its __init__ zeroes `out_proj.bias` after building
-    `out_proj`, which zero.Init has partitioned by then: the zeros are set again through `reinit`."""
-    attn = nn.MultiheadAttention(d, n_heads, batch_first=True)
-    reinit(attn.out_proj, lambda m: nn.init.zeros_(m.bias))
-    return attn

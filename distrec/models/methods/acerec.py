@@ -25,7 +25,8 @@ from torch import nn
 from distrec.decoding.scoring import holistic_topk
 from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
-from distrec.models.blocks.init import multihead_attention, reinit, small_linear
+from distrec.models.blocks.attention import MultiHeadAttention
+from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.rpg import DigitHeads
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
@@ -49,13 +50,13 @@ class AttentiveTokenMerger(nn.Module):
         self.query_base = nn.Parameter(torch.randn(k, d) * 0.02)  # small init: found essential by the community port
         self.query_offset = nn.Linear(d, k * d)
         reinit(self.query_offset, small_linear)
-        self.attn = multihead_attention(d, n_heads)
+        self.attn = MultiHeadAttention(d, n_heads, cross=True)
         self.out = nn.Sequential(nn.LayerNorm(d), Mlp(d, 2 * d, d))
 
     def forward(self, tokens: torch.Tensor, summary: torch.Tensor) -> torch.Tensor:
         """tokens [N, m, d] (sub-space positions added), summary [N, d] -> latents [N, k, d]."""
         queries = self.query_base + self.query_offset(summary).view(-1, self.k, tokens.shape[-1])
-        merged, _ = self.attn(queries, tokens, tokens, need_weights=False)
+        merged = self.attn(queries, memory=tokens)
         return merged + self.out(merged)
 
 
@@ -108,12 +109,12 @@ class ReconDecoder(nn.Module):
     def __init__(self, d: int, m: int, n_heads: int):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(m, d) * 0.02)
-        self.attn = multihead_attention(d, n_heads)
+        self.attn = MultiHeadAttention(d, n_heads, cross=True)
         self.out = nn.Linear(d, d)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         q = self.queries.expand(latents.shape[0], -1, -1)
-        rec, _ = self.attn(q, latents, latents, need_weights=False)
+        rec = self.attn(q, memory=latents)
         return self.out(rec)
 
 
