@@ -83,7 +83,7 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
                                (deepspeed, "initialize", "deepspeed.initialize"),
                                (DeepSpeedEngine, "forward", "forward"), (DeepSpeedEngine, "backward", "backward"),
                                (DeepSpeedEngine, "step", "optimizer step"), (L, "validate", "validation"),
-                               (E.Engine, "consolidated_weights", "consolidation"), (E.Engine, "save", "save")]:
+                               (E.Engine, "write_weights", "weights file"), (E.Engine, "save", "save")]:
         trace.wrap(owner, name, phase)
     make = functools.partial(build_model, cfg.model, cfg.method, Catalog(data.num_items))
     job = L.TrainJob(cfg=cfg, make_model=make, num_items=data.num_items, identity={"model_hash": "-"},

@@ -61,6 +61,7 @@ from distrec.models.methods.intrr import count_paths
 from distrec.models.registry import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
 from distrec.train.engine import Engine, plan_batches
+from distrec.train.weights import read_weights
 
 PAD = -1  # the released padding / masking token; its item ids are distrec's minus one
 
@@ -373,7 +374,7 @@ def beam(args, overrides):
     seq = SequenceData.from_arrow(load_prepared(cfg.paths.data).sequences)
     table = SIDTable.load(cfg.paths.sids)
     model = build_model(cfg.model, cfg.method, Catalog(table.num_items, table))
-    model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(read_weights(args.weights, "IntRR weights", "pass a distrec checkpoint's weights file"))
     ref = released_model(R, table.codes[1:], align_weight=0.0, beam=args.width)
     load_distrec_weights(R, ref, model)
     out = {"weights": args.weights, "users": args.users,
@@ -524,7 +525,7 @@ def main():
     g.add_argument("--global-batch", type=int, default=64)
     g.add_argument("--micro-batch", type=int, default=16)
     g = p.add_argument_group("beam")
-    g.add_argument("--weights", help="a distrec IntRR checkpoint's weights.pt (trained on --root's SIDs)")
+    g.add_argument("--weights", help="a distrec IntRR checkpoint's weights file, .safetensors or .pt (trained on --root's SIDs)")
     g.add_argument("--widths", type=int, nargs="+", default=[10, 20])
     g.add_argument("--released-users", type=int, default=200, help="users the released beam also ranks")
     g = p.add_argument_group("table")

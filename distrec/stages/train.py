@@ -74,7 +74,7 @@ def run(cfg) -> dict:
                    inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})
     print(summary_table(summary))
-    written = ("weights/best.pt", "weights/last.pt", "model.json", "checkpoints/", "ray/", "metrics.jsonl", CURVE)
+    written = ("weights/best.safetensors", "weights/last.safetensors", "weights/best.pt", "weights/last.pt", "model.json", "checkpoints/", "ray/", "metrics.jsonl", CURVE)
     wrote("train", ", ".join(n for n in written if (train_dir / n).exists()), train_dir)
     return summary
 

@@ -143,9 +143,10 @@ class FAMAEEmbedder:
     def fit(self, inputs: pa.Table):
         """Train on the whole prepared data given to `inputs` (a fit sample of items is not used)."""
         from distrec.data.batches import SequenceData
-        from distrec.train.checkpoint import config_hash, load_tensors, model_identity
+        from distrec.train.checkpoint import config_hash, model_identity
         from distrec.train.loop import TrainJob
         from distrec.train.trainer import fit
+        from distrec.train.weights import find_weights, read_weights
 
         f, data = self.cfg.famae, self.data
         where = Path(data.directory)
@@ -165,7 +166,7 @@ class FAMAEEmbedder:
                       {"method": {"name": "famae"}, "famae": famae_cfg, "config_hash": config_hash(famae_cfg)})
         torch.manual_seed(self.cfg.seed)
         model = build_famae(specs, tables, f)
-        model.load_state_dict(load_tensors(train_dir / "weights" / "best.pt", "FAMAE weights",
+        model.load_state_dict(read_weights(find_weights(train_dir / "weights", "best"), "FAMAE weights",
                                            "delete embed.famae.train_dir and run `distrec embed` again"))
         model.eval()
         diag = diagnostics(model, sequences, "test", f.max_history, f.diagnostic_max_users)

@@ -1,7 +1,8 @@
 """Checkpoints: complete or absent, and only ever resumed into the model they were written by.
 
 A checkpoint directory holds every rank's engine state (DeepSpeed shards, or `plain.pt`), each
-rank's RNG state (`rng-<rank>.pt`), the consolidated fp32 weights (`weights.pt`, rank 0) and
+rank's RNG state (`rng-<rank>.pt`), the consolidated fp32 weights (`weights.safetensors`, written by
+rank 0 one tensor at a time; `weights.pt` in checkpoints written before) and
 `state.json` (step, early-stopping state, world size, and the model/SID/data hashes), written last.
 Every `.pt` file is read with `load_tensors`: tensors and plain data only, never code.
 
@@ -25,10 +26,11 @@ import torch
 
 from distrec.artifacts import read_json, write_json
 from distrec.errors import ConfigError, DataError
+from distrec.train.weights import SUFFIXES
 
 COMPLETE = "COMPLETE"
 STATE = "state.json"
-WEIGHTS = "weights.pt"
+WEIGHTS = "weights"  # + .safetensors (or a legacy .pt): distrec.train.weights
 STEP_DIR = re.compile(r"^step-(\d+)$")
 # the hint of every file of a checkpoint that cannot be read
 CORRUPT_CHECKPOINT = ("it is corrupt (or from another engine.kind/zero_stage): delete the checkpoint directory "
@@ -102,8 +104,8 @@ def load_tensors(path: Path, what: str, hint: str, map_location="cpu", allow=())
 
 # ---------------------------------------------------------------- one checkpoint
 
-def write_checkpoint(directory: Path, engine, state: dict, weights: dict | None) -> None:
-    """Every rank calls this with its own engine; rank 0 also writes weights and state.json (last)."""
+def write_checkpoint(directory: Path, engine, state: dict) -> None:
+    """Every rank calls this with its own engine; rank 0 also writes the weights and state.json (last)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     engine.save(directory)
@@ -111,10 +113,9 @@ def write_checkpoint(directory: Path, engine, state: dict, weights: dict | None)
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, directory / f"rng-{engine.rank}.pt")
+    engine.write_weights(directory / f"{WEIGHTS}{SUFFIXES[0]}")  # collective under ZeRO-3
     _barrier()
     if engine.rank == 0:
-        if weights is not None:
-            torch.save(weights, directory / WEIGHTS)
         write_json(directory / STATE, state)
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from distrec.errors import ConfigError, DataError
 from distrec.train.checkpoint import CORRUPT_CHECKPOINT, load_tensors
 from distrec.train.schedules import lr_multiplier
+from distrec.train.weights import as_saved, saved_dtype, write_state_dict, write_streaming
 
 KINDS = ("deepspeed", "plain", "fast")
 PRECISIONS = ("fp32", "bf16")
@@ -330,30 +331,33 @@ class Engine:
         `recommend` runs as DeepSpeed's forward, gathering each module's parameters while it runs."""
         return Partitioned(self.ds) if self.partitioned else self.model
 
-    def consolidated_weights(self) -> dict[str, torch.Tensor] | None:
-        """The model's fp32 `state_dict` on the CPU of rank 0 (None on the other ranks; all must call it).
+    def write_weights(self, path: Path) -> None:
+        """Rank 0 writes the model's consolidated weights to `path` (a safetensors file,
+        distrec.train.weights), one tensor at a time; every rank must call it.
 
-        Under ZeRO-3 the parameters are gathered one at a time and only rank 0 keeps a copy: the other
-        ranks never hold more than one whole parameter beside their partitions."""
+        Under ZeRO-3 each parameter is gathered when its turn comes and released once written: no rank,
+        rank 0 included, ever holds more than one whole parameter beside its partitions."""
+        state = self.model.state_dict(keep_vars=True)
         if not self.partitioned:
-            return self._cpu_state_dict() if self.rank == 0 else None
+            if self.rank == 0:
+                write_state_dict(path, state)
+            return
         import deepspeed
 
-        out, copies = {}, {}
-        for name, tensor in self.model.state_dict(keep_vars=True).items():
-            if hasattr(tensor, "ds_id"):
-                if tensor.ds_id not in copies:  # a tied parameter is gathered once
+        def values():
+            for tensor in state.values():
+                if hasattr(tensor, "ds_id"):
                     with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
-                        copies[tensor.ds_id] = tensor.detach().float().cpu().clone() if self.rank == 0 else None
-                tensor = copies[tensor.ds_id]
-            elif self.rank == 0:
-                tensor = tensor.detach().float().cpu().clone()
-            if self.rank == 0:
-                out[name] = tensor
-        return out if self.rank == 0 else None
+                        yield as_saved(tensor) if self.rank == 0 else None
+                else:
+                    yield as_saved(tensor) if self.rank == 0 else None
 
-    def _cpu_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().float().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.rank == 0:
+            write_streaming(path, [(name, tuple(getattr(t, "ds_shape", t.shape)), saved_dtype(t.dtype))
+                                   for name, t in state.items()], values())
+        else:
+            for _ in values():  # the same gathers (collectives), nothing kept
+                pass
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes this rank holds for parameters and optimizer state (master weights + Adam moments;

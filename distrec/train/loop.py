@@ -255,10 +255,9 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                disable=not (cfg.progress and rank == 0 and session.progress_bar), dynamic_ncols=True)
 
     def save(step: int) -> None:
-        weights = engine.consolidated_weights()  # rank 0's; None on the others
         info = {**state, **job.identity, "engine_kind": engine.kind, "zero_stage": engine.stage,
                 "world_size": world, "total_steps": total_steps, "epoch": step / sampler.steps_per_epoch}
-        session.save(step, lambda d: ckpt.write_checkpoint(d, engine, info, weights),
+        session.save(step, lambda d: ckpt.write_checkpoint(d, engine, info),
                      {"step": step, **(state["valid"] or {})},
                      protect={state["best_step"]} if state["best_step"] is not None else set())
 

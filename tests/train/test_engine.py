@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from distrec.config import compose
 from distrec.errors import ConfigError, DataError
@@ -33,7 +34,7 @@ def test_plain_and_deepspeed_give_the_same_losses(runs):
 def test_stopped_and_resumed_run_ends_like_an_uninterrupted_one(runs, prepared):
     out, _, ds = runs
     full = logged(out / "ds")
-    weights = torch.load(out / "ds" / "weights" / "last.pt")
+    weights = load_file(out / "ds" / "weights" / "last.safetensors")
     # "stop" after the checkpoint at step 4: what a crash there would leave behind
     for step, d in complete_checkpoints(out / "ds" / "checkpoints"):
         if step > 4:
@@ -46,7 +47,7 @@ def test_stopped_and_resumed_run_ends_like_an_uninterrupted_one(runs, prepared):
     # summed over both attempts, never reset (logged to 0.01 s, so fast steps may tie)
     seconds = [r["train_seconds"] for r in rows(out / "ds")]
     assert all(b >= a for a, b in zip(seconds, seconds[1:])) and seconds[-1] > seconds[0]
-    again = torch.load(out / "ds" / "weights" / "last.pt")
+    again = load_file(out / "ds" / "weights" / "last.safetensors")
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
@@ -152,10 +153,10 @@ def test_a_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(runs, 
     _, latest = complete_checkpoints(run_dir / "checkpoints")[-1]
     for f in (latest / "engine").iterdir():
         f.write_bytes(f.read_bytes()[:100])
-    before = (run_dir / "weights" / "best.pt").read_bytes()
+    before = (run_dir / "weights" / "best.safetensors").read_bytes()
     with pytest.raises(DataError, match="cannot be loaded") as info:
         train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")
-    assert (run_dir / "weights" / "best.pt").read_bytes() == before
+    assert (run_dir / "weights" / "best.safetensors").read_bytes() == before
     assert str(info.value).startswith(f"{latest}/engine/") and "delete the checkpoint directory" in str(info.value)
     shutil.rmtree(latest)  # as the hint says: the run resumes from the previous checkpoint
     assert train(prepared, run_dir, "engine=local", "train.checkpoint_every=4")["steps"] == 12
@@ -195,6 +196,7 @@ def test_crafted_weights_are_refused_and_run_nothing(runs, tmp_path):
     out, _, _ = runs
     run_dir, marker = tmp_path / "ds", tmp_path / "code-ran"
     shutil.copytree(out / "ds", run_dir)
+    (run_dir / "weights" / "best.safetensors").unlink()  # a run from before safetensors: weights/best.pt
     torch.save({"weight": Payload(marker)}, run_dir / "weights" / "best.pt")
     with refused(run_dir / "weights" / "best.pt"):
         load_trained_model(run_dir, "best")

@@ -65,7 +65,7 @@ def test_fast_path_trains_and_evaluates_through_the_stages(root):
     from distrec.stages.evaluate import run as evaluate
 
     summary = train(root, "sasrec", "stages_fast", *FAST)
-    assert summary["steps"] == 4 and (root / "stages_fast" / "weights" / "best.pt").exists()
+    assert summary["steps"] == 4 and (root / "stages_fast" / "weights" / "best.safetensors").exists()
     report = evaluate(config(root, "sasrec", "stages_fast", *FAST, stage="evaluate"))
     assert report["metrics"]["users"] == 24 and 0 <= report["metrics"]["ndcg@10"] <= 1
 

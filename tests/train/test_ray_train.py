@@ -114,6 +114,7 @@ def test_a_zero3_checkpoint_resumes_to_the_same_curve(prepared, ray_local, ray_r
     """The 2-worker ZeRO-3 run cut back to its step-6 checkpoint and resumed: the same losses and
     the same consolidated weights at the end."""
     import torch
+    from safetensors.torch import load_file
 
     out, _ = ray_runs
     run_dir = tmp_path / "z3_resume"
@@ -122,5 +123,5 @@ def test_a_zero3_checkpoint_resumes_to_the_same_curve(prepared, ray_local, ray_r
     summary = train(prepared, run_dir, "engine=zero3")
     assert summary["steps"] == 12 and summary["attempts"] == 2
     assert losses(run_dir) == losses(out / "zero3_2w")
-    resumed, uninterrupted = (torch.load(d / "weights" / "last.pt") for d in (run_dir, out / "zero3_2w"))
+    resumed, uninterrupted = (load_file(d / "weights" / "last.safetensors") for d in (run_dir, out / "zero3_2w"))
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)

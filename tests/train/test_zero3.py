@@ -27,7 +27,8 @@ def spawn(fn, *args, world: int = 2) -> None:
 def test_every_method_is_built_partitioned_with_the_weights_of_a_plain_build(synthetic_sid_catalog, tmp_path):
     """Under zero.Init each module's parameters are partitioned when it is built; initialisation done
     by a parent (Meta's HSTU init, RPG's GPT-2 init, IntRR's UID table, ...) goes through
-    Module.apply, which DeepSpeed gathers for: a direct nn.init call would have filled an empty tensor."""
+    Module.apply, which DeepSpeed gathers for: a direct nn.init call would have filled an empty tensor.
+    The consolidated weights file (streamed by rank 0) holds exactly the plain build's weights."""
     root = synthetic_sid_catalog("zero3_construct", 200, 40)
     spawn(zero3_workers.construct, str(root), str(tmp_path))
     ranks = [json.loads((tmp_path / f"construct-{r}.json").read_text()) for r in range(2)]
@@ -35,6 +36,8 @@ def test_every_method_is_built_partitioned_with_the_weights_of_a_plain_build(syn
     for name, row in ranks[0].items():
         assert row["partitioned"] and ranks[1][name]["partitioned"], name
         assert row["keys_equal"] and row["unequal"] == [], (name, row)
+        # rank 0 wrote the weights file one gathered parameter at a time, never the whole model
+        assert 0 < row["held"] <= row["largest"] < row["params"], (name, row)
 
 
 def test_no_rank_holds_the_whole_model_in_training_or_validation(prepared, tmp_path):

@@ -50,15 +50,37 @@ def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
         engine = Engine(make, cfg.train, cfg.engine, plan_batches(2, world), 10, torch.device("cpu"), rank)
         params = list(engine.model.parameters())
         partitioned = all(p.data.numel() == 0 and p.ds_tensor.numel() <= -(-p.ds_numel // world) for p in params)
-        weights = engine.consolidated_weights()
-        row = {"partitioned": partitioned, "params": sum(p.ds_numel for p in params)}
+        row = {"partitioned": partitioned, "params": sum(p.ds_numel for p in params),
+               "largest": max(p.ds_numel for p in params), "held": write_weights_watched(engine, params, out, name)}
         if rank == 0:
+            from safetensors.torch import load_file
+
+            weights = load_file(Path(out, f"weights-{name}.safetensors"))
             torch.manual_seed(0)
             plain = make().state_dict()
             row["keys_equal"] = sorted(plain) == sorted(weights)
             row["unequal"] = [k for k in plain if k in weights and not torch.equal(plain[k].float(), weights[k])]
         result[name] = row
     Path(out, f"construct-{rank}.json").write_text(json.dumps(result))
+
+
+def write_weights_watched(engine, params, out: str, name: str) -> int:
+    """engine.write_weights on every rank; returns the most parameter elements this rank held whole
+    (gathered) at any tensor written."""
+    import distrec.train.engine as E
+
+    held, as_saved = [0], E.as_saved
+
+    def watching(tensor):
+        held[0] = max(held[0], sum(p.data.numel() for p in params))
+        return as_saved(tensor)
+
+    E.as_saved = watching  # called on rank 0 for each tensor while it is gathered
+    try:
+        engine.write_weights(Path(out, f"weights-{name}.safetensors"))
+    finally:
+        E.as_saved = as_saved
+    return held[0]
 
 
 class RankSession:
