@@ -15,7 +15,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,9 @@ import torch
 import torch.nn.functional as F
 
 import distrec.models.blocks.attention as attention
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_acerec import ACEREC_SHAPE, alternate, load_beauty, make_model, timed  # noqa: E402
 
 SHAPES = {  # name: (batch, heads, queries, keys, head dim, backward)
     "acerec merger (4 over 32)": (429, 4, 4, 32, 112, True),
@@ -34,16 +36,6 @@ SHAPES = {  # name: (batch, heads, queries, keys, head dim, backward)
     "128 keys (SDPA kept)": (32, 4, 128, 128, 112, True),
     "250 keys (SDPA kept)": (32, 4, 250, 250, 112, True),
 }
-
-
-def seconds(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def bench_shapes(reps: int) -> dict:
@@ -64,11 +56,7 @@ def bench_shapes(reps: int) -> dict:
 
         sdpa = run(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m))
         explicit = run(attention.explicit_attention)
-        t = {"sdpa": [], "explicit": []}
-        for _ in range(reps):  # alternated, so load hits both alike
-            t["sdpa"].append(seconds(sdpa, 1))
-            t["explicit"].append(seconds(explicit, 1))
-        row = {key: float(np.median(v)) * 1000 for key, v in t.items()}
+        row = {key: s * 1000 for key, s in alternate({"sdpa": sdpa, "explicit": explicit}, reps).items()}
         row["ratio_sdpa_over_explicit"] = row["sdpa"] / row["explicit"]
         print(f"(a) {name:28s} SDPA {row['sdpa']:7.1f} ms  explicit {row['explicit']:7.1f} ms  "
               f"{row['ratio_sdpa_over_explicit']:.2f}x", flush=True)
@@ -77,9 +65,6 @@ def bench_shapes(reps: int) -> dict:
 
 
 def bench_acerec(steps: int) -> dict:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bench_acerec import ACEREC_SHAPE, load_beauty, make_model
-
     from distrec.data.batches import build_train_index, collate_train
 
     root = Path("runs/rpg_beauty")
@@ -110,9 +95,7 @@ def bench_acerec(steps: int) -> dict:
         for name, few in (("explicit", attention.FEW_KEYS), ("sdpa", 0)):
             saved, attention.FEW_KEYS = attention.FEW_KEYS, few
             try:
-                start = time.perf_counter()
-                step(micro)
-                times[name].append(time.perf_counter() - start)
+                times[name].append(timed(lambda: step(micro)))
             finally:
                 attention.FEW_KEYS = saved
     row = {f"{k}_s_per_step": float(np.median(v)) for k, v in times.items()}

@@ -19,6 +19,7 @@ from distrec.data.batches import SequenceData
 from distrec.errors import ConfigError
 from distrec.train.checkpoint import complete_checkpoints, model_identity
 from distrec.train.logs import CURVE
+from distrec.train.weights import SUFFIXES as WEIGHTS_SUFFIXES
 
 log = logging.getLogger("distrec.train")
 
@@ -74,7 +75,8 @@ def run(cfg) -> dict:
                    inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})
     print(summary_table(summary))
-    written = ("weights/best.safetensors", "weights/last.safetensors", "weights/best.pt", "weights/last.pt", "model.json", "checkpoints/", "ray/", "metrics.jsonl", CURVE)
+    weights = [f"weights/{stem}{suffix}" for stem in ("best", "last") for suffix in WEIGHTS_SUFFIXES]
+    written = (*weights, "model.json", "checkpoints/", "ray/", "metrics.jsonl", CURVE)
     wrote("train", ", ".join(n for n in written if (train_dir / n).exists()), train_dir)
     return summary
 

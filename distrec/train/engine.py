@@ -344,12 +344,10 @@ class Engine:
             return
         import deepspeed
 
-        def values():
+        def values():  # each parameter gathered on its turn (a collective) and released when written
             for tensor in state.values():
-                if hasattr(tensor, "ds_id"):
-                    with deepspeed.zero.GatheredParameters([tensor], modifier_rank=None):
-                        yield as_saved(tensor) if self.rank == 0 else None
-                else:
+                with (deepspeed.zero.GatheredParameters([tensor], modifier_rank=None) if hasattr(tensor, "ds_id")
+                      else contextlib.nullcontext()):
                     yield as_saved(tensor) if self.rank == 0 else None
 
         if self.rank == 0:

@@ -1,5 +1,6 @@
 """The trained model as later stages use it: `train/weights/{best,last}.safetensors` (consolidated
-fp32 state dicts; `.pt` from runs that predate safetensors) and `train/model.json` (model + method config, catalog size, SID-table and data hashes).
+fp32 state dicts; `.pt` from runs that predate safetensors) and `train/model.json` (model + method
+config, catalog size, SID-table and data hashes).
 
     model, info = load_trained_model("runs/beauty/train", which="best")
 """

@@ -16,6 +16,8 @@ from typing import Iterable
 
 import torch
 
+from distrec.errors import DataError
+
 SUFFIXES = (".safetensors", ".pt")  # the first is written; .pt is read for checkpoints that predate it
 _DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -40,7 +42,7 @@ def write_streaming(path: Path, entries: list[tuple[str, tuple[int, ...], torch.
     name and renamed, so the file is whole or absent."""
     header, offset = {}, 0
     for name, shape, dtype in entries:
-        size = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        size = torch.Size(shape).numel() * dtype.itemsize
         header[name] = {"dtype": _DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -79,8 +81,7 @@ def find_weights(directory: Path, stem: str) -> Path | None:
 
 def read_weights(path: Path, what: str, hint: str) -> dict[str, torch.Tensor]:
     """The state dict in a weights file of either kind; a damaged file is a DataError naming it."""
-    from distrec.errors import DataError
-    from distrec.train.checkpoint import load_tensors
+    from distrec.train.checkpoint import load_tensors  # it imports this module
 
     path = Path(path)
     if path.suffix == ".pt":
