@@ -146,7 +146,7 @@ class FAMAEEmbedder:
         from distrec.train.checkpoint import config_hash, model_identity
         from distrec.train.loop import TrainJob
         from distrec.train.trainer import fit
-        from distrec.train.weights import find_weights, read_weights
+        from distrec.train.weights import read_weights, require_weights
 
         f, data = self.cfg.famae, self.data
         where = Path(data.directory)
@@ -166,8 +166,9 @@ class FAMAEEmbedder:
                       {"method": {"name": "famae"}, "famae": famae_cfg, "config_hash": config_hash(famae_cfg)})
         torch.manual_seed(self.cfg.seed)
         model = build_famae(specs, tables, f)
-        model.load_state_dict(read_weights(find_weights(train_dir / "weights", "best"), "FAMAE weights",
-                                           "delete embed.famae.train_dir and run `distrec embed` again"))
+        hint = "delete embed.famae.train_dir and run `distrec embed` again"
+        model.load_state_dict(read_weights(require_weights(train_dir / "weights", "best", "FAMAE weights", hint),
+                                           "FAMAE weights", hint))
         model.eval()
         diag = diagnostics(model, sequences, "test", f.max_history, f.diagnostic_max_users)
         diag.update({"split": "test", "best_step": summary.get("model", {}).get("best_step"),

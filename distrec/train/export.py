@@ -17,7 +17,7 @@ import numpy as np
 from distrec.artifacts import read_json, write_json
 from distrec.errors import ConfigError, DataError
 from distrec.train.checkpoint import WEIGHTS, read_state
-from distrec.train.weights import SUFFIXES, find_weights, read_weights
+from distrec.train.weights import SUFFIXES, read_weights, require_weights
 
 log = logging.getLogger("distrec.train")
 MODEL_JSON = "model.json"
@@ -27,10 +27,9 @@ ITEM_COUNTS = "item_counts.npy"
 def _export(checkpoint: Path, weights_dir: Path, stem: str) -> None:
     """The checkpoint's weights file as `weights/<stem>` + its suffix; an export of the other kind
     (a run resumed across the change to safetensors) is removed, so one file answers for `stem`."""
-    src = find_weights(checkpoint, WEIGHTS)
-    if src is None:
-        raise DataError("the checkpoint has no weights file", checkpoint,
-                        hint="it is incomplete: delete it and run `distrec train` again (it resumes from the one before)")
+    src = require_weights(checkpoint, WEIGHTS, "the checkpoint's weights file",
+                          "the checkpoint is incomplete: delete it and run `distrec train` again "
+                          "(it resumes from the one before)")
     dst = weights_dir / f"{stem}{src.suffix}"
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.copyfile(src, tmp)
@@ -71,10 +70,11 @@ def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=Non
 
     train_dir = Path(train_dir)
     info = read_json(train_dir / MODEL_JSON)
-    path = Path(which) if which.endswith(SUFFIXES) else find_weights(train_dir / "weights", which)
-    if path is None or not path.exists():
-        raise DataError("trained weights not found", path or train_dir / "weights" / f"{which}{SUFFIXES[0]}",
-                        hint="which must be best, last or a .safetensors/.pt file; run `distrec train` to completion first")
+    hint = "which must be best, last or a .safetensors/.pt file; run `distrec train` to completion first"
+    path = Path(which) if which.endswith(SUFFIXES) else require_weights(train_dir / "weights", which,
+                                                                        "trained weights", hint)
+    if not path.exists():
+        raise DataError("trained weights not found", path, hint=hint)
     if info.get("sid_hash"):
         if sid_table is None:
             from distrec.tokenize.sid_table import SIDTable

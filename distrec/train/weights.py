@@ -79,6 +79,14 @@ def find_weights(directory: Path, stem: str) -> Path | None:
     return next((p for p in (Path(directory) / f"{stem}{s}" for s in SUFFIXES) if p.exists()), None)
 
 
+def require_weights(directory: Path, stem: str, what: str, hint: str) -> Path:
+    """`find_weights`, or a DataError naming the file that was expected."""
+    path = find_weights(directory, stem)
+    if path is None:
+        raise DataError(f"{what} not found", Path(directory) / f"{stem}{SUFFIXES[0]}", hint=hint)
+    return path
+
+
 def read_weights(path: Path, what: str, hint: str) -> dict[str, torch.Tensor]:
     """The state dict in a weights file of either kind; a damaged file is a DataError naming it."""
     from distrec.train.checkpoint import load_tensors  # it imports this module

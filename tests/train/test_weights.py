@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from distrec.errors import DataError
-from distrec.train.weights import find_weights, read_weights, write_state_dict, write_streaming
+from distrec.train.weights import find_weights, read_weights, require_weights, write_state_dict, write_streaming
 
 
 def test_a_streamed_file_is_what_safetensors_reads(tmp_path):
@@ -50,6 +50,8 @@ def test_either_kind_is_found_and_read_and_a_damaged_file_is_named(tmp_path):
     write_state_dict(tmp_path / "best.safetensors", {"w": torch.zeros(2)})
     assert find_weights(tmp_path, "best") == tmp_path / "best.safetensors"  # the newer kind first
     assert find_weights(tmp_path, "last") is None
+    with pytest.raises(DataError, match=f"^{tmp_path / 'last.safetensors'}: FAMAE weights not found"):
+        require_weights(tmp_path, "last", "FAMAE weights", "run `distrec embed` again")
     damaged = tmp_path / "best.safetensors"
     damaged.write_bytes(damaged.read_bytes()[:-4])
     with pytest.raises(DataError, match=f"^{damaged}: weights cannot be loaded"):
