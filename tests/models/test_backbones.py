@@ -219,3 +219,45 @@ def test_few_key_attention_on_cpu_matches_sdpa(mask_kind, dtype):
                                           attn_mask=None if mask is None else mask if mask.dtype == torch.bool else mask.float())
     assert got.dtype == dtype
     torch.testing.assert_close(got.float(), want, atol=2e-2 if dtype == torch.bfloat16 else 1e-5, rtol=0)
+
+
+def test_causal_attention_on_cpu_matches_sdpa():
+    """is_causal without a mask: query i sees keys 0..i (SDPA's convention, also where Tq < Tk)."""
+    import torch.nn.functional as F
+
+    from distrec.models.blocks.attention import attend
+    g = torch.Generator().manual_seed(1)
+    for tq in (12, 5):
+        q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (tq, 12, 12))
+        torch.testing.assert_close(attend(q, k, v, is_causal=True),
+                                   F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5, rtol=0)
+
+
+def test_attention_dropout_on_cpu_drops_probabilities_as_sdpa_does():
+    """CPU attention with dropout runs explicitly: every attention probability is zeroed with
+    probability p and the rest scaled by 1 / (1 - p), so the output is unbiased (SDPA's dropout), and
+    the gradient reaches q, k and v. Checked in distribution over many draws, at 250 keys."""
+    import torch.nn.functional as F
+
+    from distrec.models.blocks.attention import attend
+    g = torch.Generator().manual_seed(2)
+    p, draws = 0.3, 400
+    q, k = (torch.randn(1, 1, 6, 8, generator=g) for _ in range(2))
+    k = torch.randn(1, 1, 250, 8, generator=g)
+    v = torch.eye(250).view(1, 1, 250, 250)  # output row = the (dropped) attention probabilities
+    allowed = torch.rand(1, 1, 6, 250, generator=g) > 0.5
+    allowed[..., 0] = True
+    torch.manual_seed(0)
+    out = torch.stack([attend(q, k, v, allowed, dropout_p=p) for _ in range(draws)])
+    probs = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    kept = out > 0
+    assert not kept[..., ~allowed[0, 0]].any()  # masked keys stay at 0
+    torch.testing.assert_close(out[kept], (probs.expand_as(out) / (1 - p))[kept])  # kept: scaled
+    dropped = 1 - kept.float().sum() / (draws * allowed.sum())
+    assert abs(dropped - p) < 0.01, dropped
+    torch.testing.assert_close(out.mean(0), probs, rtol=0.15, atol=1e-4)  # unbiased (4.5 standard errors)
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    v = torch.randn(1, 1, 250, 8, requires_grad=True)
+    attend(q, k, v, allowed, dropout_p=p).sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (q, k, v))

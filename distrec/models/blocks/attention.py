@@ -22,15 +22,24 @@ def sdpa_mask(allowed=None, bias=None, dtype=torch.float32):
 # At most this many keys, CPU attention without dropout runs as an explicit softmax: SDPA's CPU
 # kernels cost a fixed overhead per (batch, head) block, ~6x the whole work for ACERec's merger
 # (4 queries over 32 tokens per item, hundreds of items per micro-batch; docs/benchmarks.md).
+# With dropout, CPU attention of any length runs explicitly too: SDPA's CPU path for dropout is its
+# math kernel (the scores materialised, as here) in fp32 with a bernoulli mask; here the matmuls
+# stay in the autocast dtype and the mask is one uniform draw: ~2x faster forward + backward.
 FEW_KEYS = 64
 
 
-def explicit_attention(q, k, v, mask=None):
-    """softmax(q k^T / sqrt(d) + mask) v, the softmax in fp32; mask as in `attend`."""
+def explicit_attention(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
+    """softmax(q k^T / sqrt(d) + mask) v, the softmax in fp32; mask as in `attend`. With dropout_p,
+    each probability is kept with 1 - dropout_p and scaled by 1 / (1 - dropout_p) (as SDPA does)."""
     scores = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if is_causal and mask is None:  # SDPA's convention: query i sees keys 0..i
+        mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    return scores.softmax(-1).to(v.dtype) @ v
+    probs = scores.softmax(-1)
+    if dropout_p:
+        probs = probs * (torch.rand_like(probs) >= dropout_p) * (1.0 / (1.0 - dropout_p))
+    return probs.to(v.dtype) @ v
 
 
 def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
@@ -44,8 +53,8 @@ def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
         mask = mask.to(q.dtype)
     B, H, Tq, d = q.shape
     rows = k.shape[0]
-    if rows == B and q.device.type == "cpu" and k.shape[-2] <= FEW_KEYS and not dropout_p and not is_causal:
-        return explicit_attention(q, k, v, mask)
+    if rows == B and q.device.type == "cpu" and (dropout_p or k.shape[-2] <= FEW_KEYS):
+        return explicit_attention(q, k, v, mask, dropout_p, is_causal)
     if rows == B:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               is_causal=is_causal and mask is None)
