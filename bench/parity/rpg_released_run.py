@@ -18,8 +18,10 @@ of the full 150-epoch recipe. Needs the released code and its dependencies besid
     git -C $MIRROR archive HEAD genrec main.py | tar -x -C runs/peer/RPG_KDD2025
     pip install --target /tmp/rpgpkg --no-deps accelerate==1.2.1 datasets==3.2.0 dill==0.3.8 xxhash \\
         multiprocess==0.70.16 fsspec==2024.9.0 tiktoken
-    OMP_NUM_THREADS=1 python bench/parity/rpg_released_run.py --root runs/rpg_beauty --steps 600 \\
+    OMP_NUM_THREADS=1 python bench/parity/rpg_released_run.py run --root runs/rpg_beauty --steps 600 \\
         --out bench/results/parity/rpg_released_curve.json
+    python bench/parity/rpg_released_run.py table bench/results/parity/rpg_released_curve.json \\
+        distrec=runs/rpg_beauty/train ...    # per epoch: train loss, validation NDCG@10 / Recall@10
 """
 
 from __future__ import annotations
@@ -66,8 +68,38 @@ def write_sids(table, path: Path):
     path.write_text(json.dumps({str(i): table.codes[i].tolist() for i in range(1, len(table.codes))}))
 
 
+def table(released_json: Path, runs: list[str], steps_per_epoch: int = 100):
+    """Markdown rows per epoch: the released curve, then each distrec run (name=train_dir): mean train
+    loss over the epoch's logged steps, and validation NDCG@10 / Recall@10 at the epoch's end."""
+    released = json.loads(released_json.read_text())["curve"]
+    named = [r.split("=", 1) for r in runs]
+    rows = {}
+    for name, train_dir in named:
+        for line in (Path(train_dir) / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            rows.setdefault(name, []).append(r)
+    print("| epoch | released loss | released NDCG@10 / R@10 | "
+          + " | ".join(f"{n} loss (steps logged) | {n} NDCG@10 / R@10" for n, _ in named) + " |")
+    print("|---" * (3 + 2 * len(named)) + "|")
+    for c in released:
+        e, v = c["epoch"], c.get("valid", {})
+        cells = [str(e), f"{c['train_loss']:.3f}", f"{v.get('ndcg@10', float('nan')):.5f} / {v.get('recall@10', float('nan')):.5f}"]
+        for name, _ in named:
+            lo, hi = (e - 1) * steps_per_epoch, e * steps_per_epoch
+            loss = [r["loss"] for r in rows[name] if r["split"] == "train" and lo < r["step"] <= hi]
+            val = [r for r in rows[name] if r["split"] == "valid" and r["step"] == hi]
+            cells.append(f"{sum(loss) / len(loss):.3f} ({len(loss)})" if loss else "")
+            cells.append(f"{val[0]['ndcg@10']:.5f} / {val[0]['recall@10']:.5f}" if val else "")
+        print("| " + " | ".join(cells) + " |")
+
+
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    top = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("table", help="side-by-side markdown table of a released curve and distrec runs")
+    t.add_argument("released", type=Path, help="the JSON `run --out` wrote")
+    t.add_argument("runs", nargs="+", help="name=distrec train directory (holding metrics.jsonl)")
+    p = sub.add_parser("run", help="run the released pipeline")
     p.add_argument("--root", required=True, help="distrec run root with data/ and sids/ (the rpg_beauty run)")
     p.add_argument("--released", default="runs/peer/RPG_KDD2025", help="extract of the released code")
     p.add_argument("--packages", nargs="*", default=["/tmp/rpgpkg", "/tmp/intrrpkg"],
@@ -76,7 +108,9 @@ def main():
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--eval-batch", type=int, default=256, help="validation batch (released default 32)")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    args = top.parse_args()
+    if args.command == "table":
+        return table(args.released, args.runs)
     root, released, work = Path(args.root).resolve(), Path(args.released).resolve(), Path(args.work).resolve()
     out = args.out.resolve() if args.out else None
     sys.path[:0] = [str(released), *args.packages]
@@ -91,9 +125,9 @@ def main():
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     seq = SequenceData.from_arrow(load_prepared(root / "data").sequences)
-    table = SIDTable.load(root / "sids")
+    sids = SIDTable.load(root / "sids")
     cache = work / "cache"
-    write_sids(table, cache / "processed" / "text-embedding-3-large_OPQ32,IVF1,PQ32x8.sem_ids")
+    write_sids(sids, cache / "processed" / "text-embedding-3-large_OPQ32,IVF1,PQ32x8.sem_ids")
 
     class DistrecData(AbstractDataset):
         """distrec's prepared sequences as a released dataset (users and items named by distrec's ids)."""
@@ -102,7 +136,7 @@ def main():
             super().__init__(config)
             self.cache_dir = str(cache)
             m = self.id_mapping
-            for i in range(1, len(table.codes)):
+            for i in range(1, len(sids.codes)):
                 m["item2id"][str(i)] = i
                 m["id2item"].append(str(i))
             for u, user in enumerate(seq.user_ids):
