@@ -73,11 +73,8 @@ def table(released_json: Path, runs: list[str], steps_per_epoch: int = 100):
     loss over the epoch's logged steps, and validation NDCG@10 / Recall@10 at the epoch's end."""
     released = json.loads(released_json.read_text())["curve"]
     named = [r.split("=", 1) for r in runs]
-    rows = {}
-    for name, train_dir in named:
-        for line in (Path(train_dir) / "metrics.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            rows.setdefault(name, []).append(r)
+    rows = {name: [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+            for name, d in named}
     print("| epoch | released loss | released NDCG@10 / R@10 | "
           + " | ".join(f"{n} loss (steps logged) | {n} NDCG@10 / R@10" for n, _ in named) + " |")
     print("|---" * (3 + 2 * len(named)) + "|")
