@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from distrec.config import compose
-from distrec.dist.ray_env import apply_local_env
+from distrec.parallel.ray_env import apply_local_env
 
 ROOT = Path("runs/bench_engine")
 

@@ -59,7 +59,7 @@ def main():
     ap.add_argument("--out", default="bench/results/gaoq.json")
     args = ap.parse_args()
 
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
     from distrec.tokenize.quantizers.gaoq import GAOQ
 
     x, t_gen = timed(lambda: catalog(args.items, args.dim))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distrec.artifacts import read_json, shard_paths
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.vectors import VectorShards
 from distrec.data.dataset import load_prepared
 from distrec.tokenize.report import entropy_bits
 from distrec.tokenize.sid_table import SIDTable

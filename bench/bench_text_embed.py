@@ -67,7 +67,7 @@ def prepare(root: Path, *overrides) -> None:
 
 def vectors(directory: Path) -> np.ndarray:
     from distrec.artifacts import read_table
-    from distrec.cluster.vectors import vectors_from_arrow
+    from distrec.clustering.vectors import vectors_from_arrow
 
     table = read_table(directory / "item_embeddings", ["item_id", "vector"]).sort_by("item_id")
     return vectors_from_arrow(table.column("vector"), directory)
@@ -97,7 +97,7 @@ def run_beauty(args, work: Path) -> dict:
 
 
 def run_generated(args, work: Path) -> dict:
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     init_ray(None, num_cpus=args.workers)
     runs = []

@@ -104,7 +104,7 @@ def faiss_floor(paths, levels: int, k: int, iters: int, seed: int = 0, threads: 
     import faiss
 
     faiss.omp_set_num_threads(threads)
-    from distrec.cluster.vectors import VectorShards
+    from distrec.clustering.vectors import VectorShards
     from distrec.tokenize.sid_table import add_dedup_digit
 
     start = time.perf_counter()
@@ -129,7 +129,7 @@ def faiss_floor(paths, levels: int, k: int, iters: int, seed: int = 0, threads: 
 
 def run_catalog(args, work: Path, levels: int, k: int, result: dict) -> None:
     """Part 1: the distributed stage vs the single-process faiss floor on the same parquet shards."""
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     t = time.perf_counter()
     write_catalog(work / "emb" / "item_embeddings", args.items, args.dim, shard_rows=125_000)
@@ -173,7 +173,7 @@ def run_catalog(args, work: Path, levels: int, k: int, result: dict) -> None:
 
 def run_big(args, work: Path, levels: int, k: int, result: dict) -> None:
     """Part 2: a 10M-item catalog streamed through the distributed path; peak memory of the tree."""
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     t = time.perf_counter()
     write_catalog(work / "big" / "item_embeddings", args.big_items, args.big_dim, shard_rows=500_000)

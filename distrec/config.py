@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distrec.data.config import DataConfig
-from distrec.dist.config import ClusterConfig
+from distrec.parallel.config import ClusterConfig
 from distrec.eval.config import EvalConfig
 from distrec.models.config import MethodConfig, ModelConfig
 from distrec.scaling.config import SweepConfig

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from distrec.dist.ray_env import apply_local_env
+from distrec.parallel.ray_env import apply_local_env
 
 apply_local_env()  # before any test module imports Ray (Ray reads these once per process)
 
@@ -35,7 +35,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray cluster on 127.0.0.1 for the whole session (2 CPUs)."""
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     ray = init_ray(None, num_cpus=2)
     yield ray

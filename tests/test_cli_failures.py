@@ -131,7 +131,7 @@ def test_an_unreachable_cluster_address_fails_within_seconds(tmp_path):
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
-    script = ("import sys\nfrom distrec.dist.config import ClusterConfig\nfrom distrec.dist.ray_env import init_ray\n"
+    script = ("import sys\nfrom distrec.parallel.config import ClusterConfig\nfrom distrec.parallel.ray_env import init_ray\n"
               "from distrec.errors import ConfigError\n"
               "try:\n    init_ray(ClusterConfig(address=sys.argv[1]))\nexcept ConfigError as e:\n    print(e)\n")
     try:

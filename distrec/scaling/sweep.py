@@ -10,7 +10,7 @@ Layout of the sweep directory:
     curves.parquet                    train-loss curve of every finished point (step, tokens, FLOPs)
 
 A point's job is `distrec train ... && distrec evaluate ...` in fresh processes (isolated, and a
-crash costs one point). Nothing here imports Ray: `distrec/dist/sweep.py` runs the same jobs as Ray
+crash costs one point). Nothing here imports Ray: `distrec/parallel/sweep.py` runs the same jobs as Ray
 tasks; `run_local` runs them one after another.
 """
 

@@ -45,7 +45,7 @@ def run(cfg):
     with staged_output(out) as tmp:
         with timer("transform"):
             if ecfg.num_workers > 0:
-                from distrec.dist.embed import embed_on_ray
+                from distrec.parallel.embed import embed_on_ray
 
                 embed_on_ray(embedder, inputs, tmp / "item_embeddings", ecfg, cfg.cluster, cfg.progress)
                 # ids and flags only: a large catalog's vectors need not fit in the driver (1M x 384: 1.5 GB)

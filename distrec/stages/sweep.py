@@ -71,7 +71,7 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
             sw.recollect(job)
     if todo:
         if s.backend == "ray" and len(todo) > 1:
-            from distrec.dist.sweep import RayExecutor
+            from distrec.parallel.sweep import RayExecutor
 
             executor = RayExecutor(cfg.cluster)
         else:

@@ -15,8 +15,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from distrec.artifacts import Timer, check_same_dataset, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
-from distrec.cluster.kmeans import KMeansWorker, LocalPool
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.kmeans import KMeansWorker, LocalPool
+from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 from distrec.tokenize.quantizers import build_quantizer
 from distrec.tokenize.report import format_report, quality_report
@@ -39,7 +39,7 @@ def training_items(data_dir: Path) -> np.ndarray:
 def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
     """Fit + encode RQ-KMeans over the shards; returns (item_ids, codes, sq_err, sq_norm)."""
     if tcfg.num_workers > 0:
-        from distrec.dist.kmeans import RayPool
+        from distrec.parallel.kmeans import RayPool
 
         pool = RayPool(paths, tcfg.num_workers, batch_rows=tcfg.batch_rows,
                        normalize_residuals=tcfg.normalize_residuals, num_gpus=tcfg.gpus_per_worker, cluster=cluster)

@@ -3,7 +3,7 @@
 An embedder first builds its input table from the prepared data (`inputs(data)`: item_id plus the
 columns it reads, e.g. `text` with categorical ids decoded to names), is fitted once on it, then
 transforms batches of it. Inputs and outputs are Arrow/numpy only, so a fitted embedder can be
-shipped to Ray Data workers (`distrec/dist/embed.py`) and applied per block, or run in-process.
+shipped to Ray Data workers (`distrec/parallel/embed.py`) and applied per block, or run in-process.
 
 - `tfidf`: TF-IDF over the item's text fields (uni+bigrams, sublinear tf) + truncated SVD. Built in,
   no downloads. `embed.attribute_fields` adds categorical ids as words (`embed=tfidf_all`).
@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from omegaconf import OmegaConf
 
-from distrec.cluster.vectors import vectors_from_arrow
+from distrec.clustering.vectors import vectors_from_arrow
 from distrec.errors import ConfigError, DataError, MissingExtra
 
 log = logging.getLogger("distrec")

@@ -9,7 +9,7 @@ Every `.pt` file is read with `load_tensors`: tensors and plain data only, never
 Without Ray, checkpoints live in `train/checkpoints/step-<N>/`: written to a hidden temporary
 directory, marked `COMPLETE`, then renamed, so a crash never leaves a directory that looks
 usable. Under Ray Train each rank writes a local directory and `ray.train.report` publishes them
-together (see distrec/dist/train.py).
+together (see distrec/parallel/train.py).
 """
 
 from __future__ import annotations

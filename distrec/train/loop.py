@@ -2,7 +2,7 @@
 
 The loop is the same in both; a *session* supplies what differs: rank and world size, where
 checkpoints go and how metrics are reported (`LocalSession` below; `RaySession` in
-distrec/dist/train.py).
+distrec/parallel/train.py).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None
         checkpoints = dict(complete_checkpoints(session.root))
         latest = latest_checkpoint(session.root)
     else:
-        from distrec.dist.train import run_ray_training
+        from distrec.parallel.train import run_ray_training
 
         latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
         summary = dict(read_state(latest).get("summary") or {})

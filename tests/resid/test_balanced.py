@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from distrec.cluster.balanced import balanced_assign, balanced_kmeans, cluster_means, inertia
+from distrec.clustering.balanced import balanced_assign, balanced_kmeans, cluster_means, inertia
 
 
 @pytest.mark.parametrize("n,k", [(1000, 7), (1024, 32), (999, 1000 // 3), (50, 50), (10, 1)])

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from distrec.cluster.hungarian import make_anchors, match_to_anchors, unit_rows
+from distrec.clustering.hungarian import make_anchors, match_to_anchors, unit_rows
 from distrec.errors import ConfigError
 from distrec.tokenize.quantizers import build_quantizer, load_quantizer
 from distrec.tokenize.quantizers.gaoq import GAOQ, HKMeansLocal, derive_branching

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pytest
 
 from distrec.artifacts import write_table
-from distrec.cluster.kmeans import KMeansWorker, LocalPool, assign, residual_kmeans, sample_positions, update
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.kmeans import KMeansWorker, LocalPool, assign, residual_kmeans, sample_positions, update
+from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 
 
@@ -60,7 +60,7 @@ def test_streamed_shards_reduce_error_and_checkpoint(tmp_path):
 
 @pytest.mark.ray
 def test_two_ray_workers_match_one_process(tmp_path, ray_local):
-    from distrec.dist.kmeans import RayPool
+    from distrec.parallel.kmeans import RayPool
 
     x = clustered(6000)
     paths = write_vectors(x, tmp_path / "emb", shards=4)
@@ -121,7 +121,7 @@ def test_ragged_list_vectors_are_rejected(tmp_path):
 
 @pytest.mark.ray
 def test_more_workers_than_local_cpus_is_a_config_error(tmp_path, ray_local):
-    from distrec.dist.kmeans import RayPool
+    from distrec.parallel.kmeans import RayPool
 
     paths = write_vectors(clustered(400), tmp_path / "emb", shards=4)
     with pytest.raises(ConfigError, match="needs 3 CPUs but the local Ray cluster has 2"):

@@ -51,8 +51,8 @@ def test_pq_codes_unpack_for_non_byte_codebooks():
 
 def test_rq_kmeans_plug_in_assignment_hook():
     """The per-level hook (GAOQ's balanced, aligned codes) replaces nearest-centroid assignment."""
-    from distrec.cluster.kmeans import KMeansWorker, LocalPool, residual_kmeans
-    from distrec.cluster.vectors import VectorShards
+    from distrec.clustering.kmeans import KMeansWorker, LocalPool, residual_kmeans
+    from distrec.clustering.vectors import VectorShards
 
     calls = []
 

@@ -140,7 +140,7 @@ def test_ray_actors_embed_as_in_process(minilm, beauty_titles, ray_local, tmp_pa
     """In fp32: the actors' batches of 4 pad differently from one local batch, which bf16 (embed.precision
     auto on a CPU with native bf16) rounds differently by up to ~1e-3."""
     from distrec.artifacts import read_table
-    from distrec.dist.embed import embed_on_ray
+    from distrec.parallel.embed import embed_on_ray
 
     cfg = minilm_cfg(batch_size=4, num_shards=2, num_workers=2, precision="fp32")
     fp32 = build_embedder(cfg)  # from the module fixture's cache

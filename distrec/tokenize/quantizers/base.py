@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from distrec.artifacts import read_json, write_json
-from distrec.cluster.vectors import check_finite
+from distrec.clustering.vectors import check_finite
 from distrec.errors import ConfigError, DataError
 
 QUANTIZERS = {

@@ -12,7 +12,7 @@ The same code index therefore points the same way under every prefix ("global al
 indices, the paper's Q2 ablation (`tokenizer.method=hkmeans_local`).
 
 Nodes below level 0 are independent given the shared anchors, so each level-0 cluster's subtree
-is fitted as one job: in-process, or batched into Ray tasks (`num_workers > 0`, distrec/dist/gaoq.py).
+is fitted as one job: in-process, or batched into Ray tasks (`num_workers > 0`, distrec/parallel/gaoq.py).
 Branching factors: `tokenizer.branching` ([b_0, ..., b_{L-1}], or without the last entry, which is
 then the largest population a last-level node can have); empty = derived from the catalog size
 (b_0 = b_1 ~ sqrt(N / 15), the paper's b_0 * b_1 ~ N / 10-20 rule).
@@ -27,8 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from distrec.artifacts import Timer
-from distrec.cluster.balanced import balanced_kmeans
-from distrec.cluster.hungarian import make_anchors, match_to_anchors, unit_rows
+from distrec.clustering.balanced import balanced_kmeans
+from distrec.clustering.hungarian import make_anchors, match_to_anchors, unit_rows
 from distrec.errors import ConfigError
 from distrec.tokenize.quantizers.base import Quantizer
 
@@ -208,7 +208,7 @@ class GAOQ(Quantizer):
         jobs = [(c, np.flatnonzero(top == c), self.top_centroids[c]) for c in range(self.branching[0])]
         with timer("subtrees"):
             if self.num_workers > 0:
-                from distrec.dist.gaoq import fit_subtrees_ray
+                from distrec.parallel.gaoq import fit_subtrees_ray
 
                 parts = fit_subtrees_ray(x, jobs, plan, self.num_workers, self.progress)
             else:
@@ -350,7 +350,7 @@ def _group_ids(codes: np.ndarray) -> np.ndarray:
 
 
 def _group_means(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    from distrec.cluster.kmeans import segment_sums
+    from distrec.clustering.kmeans import segment_sums
 
     k = int(groups.max()) + 1
     return segment_sums(x, groups, k) / np.maximum(np.bincount(groups, minlength=k), 1)[:, None]

@@ -7,7 +7,7 @@ residual. Without it a level's centroids are pulled towards the items the levels
 (largest residuals); normalised, every item's residual direction counts the same. There is then no
 additive decoder (the norms are not kept), so the report has no reconstruction error.
 
-Training and assignment are `distrec.cluster.kmeans` (sampled Lloyd on faiss); `fit_pool` runs them
+Training and assignment are `distrec.clustering.kmeans` (sampled Lloyd on faiss); `fit_pool` runs them
 over a pool of shard workers (in-process or Ray actors), `fit`/`encode` over an in-memory array.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from distrec.cluster.kmeans import KMeansWorker, LocalPool, nearest, normalize_rows, residual_kmeans
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.kmeans import KMeansWorker, LocalPool, nearest, normalize_rows, residual_kmeans
+from distrec.clustering.vectors import VectorShards
 from distrec.tokenize.quantizers.base import Quantizer
 
 
@@ -29,7 +29,7 @@ class RQKMeans(Quantizer):
         self.points_per_centroid, self.seed = points_per_centroid, seed
         self.normalize_residuals, self.progress = normalize_residuals, progress
         self.codebooks = None  # float32 [levels, k, d]
-        self.fit_level = None  # plug-in: replaces the Lloyd loop of a level (see cluster/kmeans.py)
+        self.fit_level = None  # plug-in: replaces the Lloyd loop of a level (see clustering/kmeans.py)
 
     @property
     def codebook_sizes(self) -> list[int]:

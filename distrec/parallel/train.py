@@ -129,7 +129,7 @@ def check_resources(ray, engine_cfg) -> None:
 
 def run_ray_training(job, sequences_dir: str | Path, cluster_cfg=None):
     """Train with Ray Train; returns (latest checkpoint dir, {step: checkpoint dir})."""
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     ray = init_ray(cluster_cfg)
     import ray.data

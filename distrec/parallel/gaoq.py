@@ -33,7 +33,7 @@ def _run_batch(x, jobs, plan):
 def fit_subtrees_ray(x: np.ndarray, jobs: list[tuple[int, np.ndarray, np.ndarray]], plan: Plan, num_workers: int,
                      progress: bool = True, cluster=None) -> list:
     """Same result as `fit_subtrees(x, jobs, plan)`, computed by Ray tasks (one CPU each)."""
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     if num_workers < 1:
         raise ConfigError("tokenizer.num_workers must be >= 1 for the Ray path (0 runs in-process)")

@@ -12,7 +12,7 @@ import pytest
 
 SCRIPT = """
 import ray.autoscaler._private.util  # makes Ray read its auth mode before distrec sets one
-from distrec.dist.ray_env import init_ray
+from distrec.parallel.ray_env import init_ray
 ray = init_ray(None, num_cpus=1)
 print("value", ray.get(ray.put(41)) + 1)
 ray.shutdown()
@@ -30,7 +30,7 @@ def test_local_cluster_starts_after_ray_was_already_imported(tmp_path):
 
 
 TEMP_DIR = """
-from distrec.dist.ray_env import init_ray
+from distrec.parallel.ray_env import init_ray
 ray = init_ray(None, num_cpus=1)
 print("temp", ray._private.worker._global_node.get_temp_dir_path())
 """
@@ -64,7 +64,7 @@ def test_a_sid_table_from_the_object_store_builds_a_model_without_warnings(ray_l
 
 WORKER_ENV = """
 import os
-from distrec.dist.ray_env import init_ray
+from distrec.parallel.ray_env import init_ray
 ray = init_ray(None, num_cpus=1)
 print("worker DS_ACCELERATOR", ray.get(ray.remote(lambda: os.environ.get("DS_ACCELERATOR", "unset")).remote()))
 ray.shutdown()

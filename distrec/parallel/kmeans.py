@@ -1,6 +1,6 @@
 """Distributed residual k-means on Ray: one actor per group of parquet shards.
 
-Each actor wraps a `distrec.cluster.kmeans.KMeansWorker` over its shards (streamed, never the whole
+Each actor wraps a `distrec.clustering.kmeans.KMeansWorker` over its shards (streamed, never the whole
 catalog in one worker); the driver (`residual_kmeans`) reduces sums/counts every iteration. Shards
 are given to actors in contiguous blocks so the global row order, hence the sample and the result,
 is the same as the single-process path's.
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distrec.cluster.kmeans import KMeansWorker
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.kmeans import KMeansWorker
+from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ class RayPool:
     def __init__(self, paths: list[str | Path], num_workers: int, *, column: str = "vector",
                  batch_rows: int = 65_536, normalize_residuals: bool = False, num_cpus: float = 1.0,
                  num_gpus: float = 0.0, cluster=None):
-        from distrec.dist.ray_env import init_ray
+        from distrec.parallel.ray_env import init_ray
 
         if num_workers < 1:
             raise ConfigError("tokenizer.num_workers must be >= 1 for the Ray path (0 runs in-process)")

@@ -1,4 +1,4 @@
-"""Starting or joining a Ray cluster. Ray is imported only under distrec/dist/."""
+"""Starting or joining a Ray cluster. Ray is imported only under distrec/parallel/."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def _keep_sigterm_handler():
 def worker_runtime_env() -> dict:
     """The local cluster's runtime env: LOCAL_ENV, and PASSED_ENV where the driver sets them."""
     env = {k: os.environ[k] for k in LOCAL_ENV} | {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    return {"env_vars": env, "worker_process_setup_hook": "distrec.dist.ray_env.setup_worker"}
+    return {"env_vars": env, "worker_process_setup_hook": "distrec.parallel.ray_env.setup_worker"}
 
 
 def init_ray(cluster=None, **kwargs):

@@ -4,7 +4,7 @@ with one `ray job submit` and put `sweep.out_dir` on storage every node shares."
 
 from __future__ import annotations
 
-from distrec.dist.ray_env import init_ray
+from distrec.parallel.ray_env import init_ray
 from distrec.scaling.sweep import StageFailed
 
 

@@ -24,7 +24,7 @@ def embed_on_ray(embedder, inputs, out_dir: Path, cfg, cluster=None, progress: b
 
     Returns the number of rows written.
     """
-    from distrec.dist.ray_env import init_ray
+    from distrec.parallel.ray_env import init_ray
 
     ray = init_ray(cluster)
     ctx = ray.data.DataContext.get_current()

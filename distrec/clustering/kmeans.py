@@ -4,7 +4,7 @@ The pieces:
 - `assign(x, centroids) -> (labels, sums, counts, inertia)`: one Lloyd step's map side on a shard;
 - `update(sums, counts, centroids)`: the reduce side, splitting the largest cluster into empty ones;
 - `KMeansWorker`: holds some parquet shards (streamed, never loaded whole) plus its part of the
-  training sample; the same class runs in-process (`LocalPool`) or as a Ray actor (distrec/dist/kmeans.py);
+  training sample; the same class runs in-process (`LocalPool`) or as a Ray actor (distrec/parallel/kmeans.py);
 - `residual_kmeans(pool, ...)`: the driver. It trains each level on a seeded sample of at most
   `points_per_centroid * k` rows (faiss convention), reducing sums/counts from every worker each
   iteration and checkpointing centroids; then every worker assigns all its rows, level by level on
@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from distrec.cluster.vectors import VectorShards
+from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 
 SPLIT_EPS = 1.0 / 1024  # relative perturbation when a centroid is split to refill an empty cluster
