@@ -28,7 +28,7 @@ import torch
 from distrec.config import compose
 from distrec.data.batches import SequenceData, build_train_index, collate_eval, collate_train, eval_rows
 from distrec.data.dataset import load_prepared
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
 
 BEAUTY = Path("runs/gen_beauty")

@@ -60,7 +60,7 @@ def plain_loop(args, precision: str) -> dict:
     """A minimal torch training loop over the engine's batches: the baseline to beat."""
     from distrec.data.batches import SequenceData, TrainSampler, build_train_index, collate_train
     from distrec.data.dataset import load_prepared
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
 
     cfg = cfg_for(args)
     data = load_prepared(cfg.paths.data)

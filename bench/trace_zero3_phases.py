@@ -68,7 +68,7 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
     from distrec.config import compose
     from distrec.data.batches import SequenceData
     from distrec.data.dataset import load_prepared
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.train import engine as E
     from distrec.train import loop as L
 

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from distrec.config import STAGES
+from distrec.pipeline import SUBCOMMANDS
 from distrec.errors import out_of_memory
 
 USAGE = """usage: distrec <stage> [key=value ...] [--cfg job] [--multirun] [hydra options]
@@ -31,8 +31,8 @@ Docs: README.md, docs/.
 
 
 def usage() -> str:
-    width = max(map(len, STAGES))
-    return USAGE.format(stages="\n".join(f"  {k:<{width}}  {v}" for k, v in STAGES.items()))
+    width = max(map(len, SUBCOMMANDS))
+    return USAGE.format(stages="\n".join(f"  {k:<{width}}  {v}" for k, v in SUBCOMMANDS.items()))
 
 
 # Hydra flags that take a value: their value must stay next to them when overrides are regrouped.
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     stage, rest = argv[0], argv[1:]
-    if stage not in STAGES:
-        sys.exit(f"distrec: unknown stage '{stage}'. Choose one of: {', '.join(STAGES)} (distrec --help)")
+    if stage not in SUBCOMMANDS:
+        sys.exit(f"distrec: unknown stage '{stage}'. Choose one of: {', '.join(SUBCOMMANDS)} (distrec --help)")
     # OpenMP threads that spin while they wait (libgomp's default) slow training ~10x on cores shared
     # with other work (2 threads on 2 busy cores: 56 vs 618 samples/s). Read when torch loads libgomp.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -11,34 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distrec.data.config import DataConfig
-from distrec.parallel.config import ClusterConfig
 from distrec.eval.config import EvalConfig
 from distrec.models.config import MethodConfig, ModelConfig
+from distrec.parallel.config import ClusterConfig
+from distrec.pipeline import ARTIFACTS
 from distrec.scaling.config import SweepConfig
 from distrec.tokenize.config import EmbedConfig, TokenizerConfig
 from distrec.train.config import EngineConfig, TrainConfig
 
-STAGES = {
-    "prepare": "read a raw dataset (or generate a catalog) into items/sequences parquet",
-    "embed": "compute item embeddings (TF-IDF+SVD, fields, sentence-transformers, FAMAE, column)",
-    "tokenize": "quantize embeddings into semantic IDs: the SID table and its quality report",
-    "train": "train a model with the DeepSpeed engine (under Ray Train when engine.num_workers > 0)",
-    "evaluate": "full-catalog evaluation of a trained checkpoint: metrics.json + predictions.parquet",
-    "sweep": "run a grid of train+evaluate jobs on Ray, fit scaling laws, plot them",
-    "run": "the whole pipeline: prepare -> embed -> tokenize -> train -> evaluate",
-}
-
-
-@dataclass
-class Paths:
-    """Artifact directories. Each stage writes one and reads the ones before it."""
-
-    root: str = "runs/${name}"
-    data: str = "${.root}/data"
-    embeddings: str = "${.root}/embed"
-    sids: str = "${.root}/sids"
-    train: str = "${.root}/train"
-    eval: str = "${.root}/eval"
+# Artifact directories, one per artifact of the stage graph (distrec.pipeline): each stage writes one
+# and reads the ones before it; `root` holds them all unless one is overridden.
+Paths = dataclasses.make_dataclass(
+    "Paths", [("root", str, "runs/${name}")] + [(key, str, f"${{.root}}/{d}") for key, d in ARTIFACTS.items()])
 
 
 @dataclass

@@ -58,7 +58,7 @@ from distrec.data.batches import (SequenceData, TrainSampler, build_train_index,
                                   eval_rows)
 from distrec.data.dataset import load_prepared
 from distrec.models.methods.intrr import count_paths
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
 from distrec.train.engine import Engine, plan_batches
 from distrec.train.weights import read_weights

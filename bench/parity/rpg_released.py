@@ -32,7 +32,7 @@ from distrec.config import compose
 from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_eval, collate_train,
                                   eval_rows)
 from distrec.data.dataset import load_prepared
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
 from distrec.train.engine import Engine, plan_batches
 

@@ -67,6 +67,7 @@ class MethodConfig:
     """The recommender built on the backbone, and its method-specific knobs."""
 
     name: str = "sasrec"  # sasrec | hstu_retrieval | tiger | flat_decoder | rpg | acerec | intrr
+    module: Optional[str] = None  # the Python module defining the method; null = distrec.models.methods.<name>
     loss: str = "softmax"  # sasrec/hstu_retrieval: softmax | sampled_softmax | bce
     num_negatives: int = 128
     temperature: float = 1.0

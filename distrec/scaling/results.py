@@ -52,12 +52,10 @@ def output_size(model, method_cfg: dict, num_items: int, info: dict, notes: list
     """Scores computed per token by the output layer (the 2*d*V_out term of the FLOP count): what
     the model declares (`output_size`), else the catalog / negatives for item-ID methods, else the
     SID vocabulary for semantic-ID methods."""
-    from distrec.stages.run import ID_ONLY_METHODS
-
     declared = getattr(model, "output_size", None)
     if declared is not None:
         return int(declared() if callable(declared) else declared)
-    if method_cfg.get("name") in ID_ONLY_METHODS:
+    if not model.uses_sids:  # item ids: the catalog, or the sampled negatives
         if method_cfg.get("loss") == "sampled_softmax":
             return int(method_cfg.get("num_negatives", 0)) + 1
         return 2 if method_cfg.get("loss") == "bce" else int(num_items)

@@ -33,14 +33,14 @@ from typing import Any
 
 from distrec.artifacts import write_json
 from distrec.errors import ConfigError
+from distrec.pipeline import ARTIFACTS, STAGES, stage_named, stages_for
 
 log = logging.getLogger("distrec")
 
 # Keys a point may not set: the sweep owns each point's name and artifact paths.
 RESERVED = ("stage", "name", "paths", "sweep", "hydra")
 SHARED_PREFIXES = ("data", "embed", "tokenizer", "seed")  # keys that change the shared artifacts
-SHARED_PATHS = {"prepare": "data", "embed": "embeddings", "tokenize": "sids"}  # stage -> paths.<key>
-SHARED_DIRS = {"prepare": "data", "embed": "embed", "tokenize": "sids"}
+SHARED_STAGES = [s for s in STAGES if s.shared]  # run once per group of points with the same data args
 ERROR_TAIL_LINES = 25
 
 
@@ -125,7 +125,7 @@ class SharedJob:
     cpus: float = 1.0
 
     def path_args(self) -> list[str]:
-        return [f"paths.{SHARED_PATHS[s]}={self.dir}/{SHARED_DIRS[s]}" for s in SHARED_DIRS]
+        return [f"paths.{s.writes}={self.dir}/{ARTIFACTS[s.writes]}" for s in SHARED_STAGES]
 
 
 @dataclass
@@ -146,7 +146,7 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
     the points by the shared artifacts they need."""
     from omegaconf import OmegaConf
 
-    from distrec.stages.run import ID_ONLY_METHODS
+    from distrec.models.recommender import method_class
 
     sweep = OmegaConf.to_container(cfg.sweep, resolve=True)
     given = [a for a in base_args if _top(a) not in RESERVED]
@@ -166,11 +166,12 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
             raise ConfigError(f"sweep point {values} does not compose: {e}") from None
         data_args = [a for a in args if _top(a) in SHARED_PREFIXES]
         key = hashlib.sha1(" ".join(sorted(data_args)).encode()).hexdigest()[:10]
-        stages = ["prepare"] if point_cfg.method.name in ID_ONLY_METHODS else ["prepare", "embed", "tokenize"]
+        uses_sids = method_class(point_cfg.method.name, point_cfg.method.module).uses_sids
+        stages = [s.name for s in stages_for(uses_sids) if s.shared]
         job_args = data_args + [a for a in args if _top(a) in ("cluster", "progress")]  # where, not what
         job = shared.setdefault(key, SharedJob(key, str(sweep_dir / "shared" / key), job_args, [], os.getcwd(),
                                                sweep["timeout_s"], float(sweep["cpus_per_point"])))
-        job.stages = [s for s in SHARED_DIRS if s in job.stages or s in stages]
+        job.stages = [s.name for s in SHARED_STAGES if s.name in job.stages or s.name in stages]
         pid = point_id(values)
         point_dir = sweep_dir / "points" / pid
         args = args + [f"name={pid}", f"paths.root={point_dir}", *job.path_args()]
@@ -257,7 +258,7 @@ def run_shared(job: SharedJob) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     seconds = {}
     for stage in job.stages:
-        if (directory / SHARED_DIRS[stage] / "manifest.json").exists():
+        if (directory / ARTIFACTS[stage_named(stage).writes] / "manifest.json").exists():
             continue
         args = job.args + job.path_args() + [f"paths.root={directory}"]
         seconds[stage] = run_stage(stage, args, directory / "log.txt", job.cwd, job.timeout_s, job.cpus)

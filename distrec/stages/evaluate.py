@@ -12,8 +12,6 @@ Full-catalog ranking of the held-out item of every user with a target in `eval.s
 
 from __future__ import annotations
 
-import sys
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,18 +45,6 @@ def _check_same_data(info: dict, data_hash: str, num_items: int, cfg) -> None:
                           f"{cfg.paths.data} is {data_hash}; set paths.data to the data it was trained on")
 
 
-def _apply_decoding(model, protocol) -> None:
-    """The protocol's decoding and beam width override what the model was trained with."""
-    if hasattr(model, "beam_width"):
-        model.beam_width = protocol.beam_width
-    if protocol.decoding != "auto":
-        allowed = getattr(sys.modules[type(model).__module__], "DECODINGS", ())
-        if protocol.decoding not in allowed:
-            raise ConfigError(f"eval.decoding='{protocol.decoding}' is not available for "
-                              f"{type(model).__name__}; choose one of {list(allowed) or ['auto']}")
-        model.decoding = protocol.decoding
-
-
 def run(cfg) -> dict:
     import torch
 
@@ -86,7 +72,7 @@ def run(cfg) -> dict:
     protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"),
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
-    _apply_decoding(model, protocol)
+    model.use_decoding(protocol.decoding, protocol.beam_width)  # evaluation's choice over the trained one
 
     max_history = int(info["model"]["max_history"])
     users = len(eval_users(sequences, protocol.split, protocol.max_users, protocol.sample_seed)[0])

@@ -33,7 +33,7 @@ def _existing_run(train_dir: Path) -> bool:
 
 def run(cfg) -> dict:
     from distrec.data.dataset import load_prepared
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.train.export import ITEM_COUNTS
     from distrec.train.loop import TrainJob, check_batches, check_train_config
     from distrec.train.trainer import fit

@@ -66,7 +66,7 @@ def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=Non
     from omegaconf import OmegaConf
 
     from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
 
     train_dir = Path(train_dir)
     info = read_json(train_dir / MODEL_JSON)

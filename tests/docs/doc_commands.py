@@ -157,11 +157,11 @@ def check_stage(argv: list[str]) -> list:
     import torch
     from omegaconf import open_dict
 
-    from distrec.config import STAGES
+    from distrec.pipeline import SUBCOMMANDS
     from distrec.train.loop import check_train_config
 
-    if len(argv) < 2 or argv[1] not in STAGES:
-        raise AssertionError(f"`{' '.join(argv)}`: not a stage; choose one of {list(STAGES)}")
+    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+        raise AssertionError(f"`{' '.join(argv)}`: not a stage; choose one of {list(SUBCOMMANDS)}")
     configs = compose_all(argv[1], argv[2:])
     for cfg in configs:
         if argv[1] in ("train", "run", "sweep"):

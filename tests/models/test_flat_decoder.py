@@ -5,7 +5,7 @@ import torch
 from sid_subset import beauty_subset, eval_batch, sid_table, train_losses
 
 from distrec.config import compose
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 
 
 def tiny_flat(table, backbone):

@@ -13,7 +13,7 @@ from distrec.models.backbones import HSTU
 from distrec.models.backbones.hstu import time_buckets
 from distrec.models.backbones.hstu_reference import reference_hstu
 from distrec.models.blocks.masks import block_causal_mask, causal_mask
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 
 
 @pytest.mark.parametrize("heads,with_time,block,init", [(1, False, False, "meta"), (2, True, False, "torch"),

@@ -13,7 +13,7 @@ from sid_subset import beauty_subset, eval_batch, sid_table, train_losses
 
 from distrec.config import compose
 from distrec.data.batches import build_train_index, collate_train
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 
 
 def tiny_rpg(table, decoding="auto", *overrides):

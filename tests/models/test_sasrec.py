@@ -5,7 +5,7 @@ import torch
 
 from distrec.config import compose
 from distrec.errors import ConfigError
-from distrec.models.registry import Catalog, build_model
+from distrec.models.recommender import Catalog, build_model
 from distrec.models.methods.sasrec import SASRec
 
 

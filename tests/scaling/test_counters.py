@@ -80,7 +80,7 @@ def test_a_model_built_with_parameters_on_meta_counts_the_same_with_no_memory(sy
     import functools
 
     from distrec.config import compose
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.scaling.counters import parameters_on_meta
     from distrec.tokenize.sid_table import SIDTable
 

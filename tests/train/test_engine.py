@@ -107,7 +107,7 @@ def test_a_model_json_from_before_a_config_key_existed_loads_as_it_was_trained(t
 
     from distrec.artifacts import write_json
     from distrec.models.config import MethodConfig, ModelConfig
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.train.export import load_trained_model
 
     model = {"backbone": "hstu", "d_model": 16, "n_layers": 1, "n_heads": 1, "max_history": 8}

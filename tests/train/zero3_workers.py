@@ -34,7 +34,7 @@ def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
     """Every method built by a ZeRO-3 engine: partitioned from the start, and its consolidated weights
     equal to the same model built plainly with the same seed."""
     from distrec.data.dataset import load_prepared
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.tokenize.sid_table import SIDTable
     from distrec.train.engine import Engine, plan_batches
 
@@ -126,7 +126,7 @@ def train_and_validate(rank: int, world: int, port: int, prepared: str, out: str
     """The training loop (2 steps and a validation) under ZeRO-3, watching what each rank holds."""
     from distrec.data.batches import SequenceData
     from distrec.data.dataset import load_prepared
-    from distrec.models.registry import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model
     from distrec.train.loop import TrainJob, train_loop
 
     join(rank, world, port)

@@ -30,6 +30,7 @@ from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.rpg import DigitHeads
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
+from distrec.models.recommender import Recommender
 
 MERGERS = ("atm", "mean", "mlp", "conv")
 INTENTS = ("summary", "static", "none")
@@ -134,7 +135,9 @@ def acerec_mask(num_blocks: int, k: int, intent: bool, device=None) -> torch.Ten
     return earlier | (same & (~is_intent.unsqueeze(0) | is_intent.unsqueeze(1)))
 
 
-class ACERec(nn.Module):
+class ACERec(Recommender):
+    name = "acerec"
+
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, n_heads: int,
                  k: int = 4, merger: str = "atm", intent: str = "summary", gamma: float = 0.03,
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,

@@ -22,16 +22,17 @@ from distrec.decoding import constrained_beam_search, topk_over_catalog
 from distrec.errors import ConfigError
 from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
+from distrec.models.recommender import Recommender
 
-DECODINGS = ("auto", "beam", "exhaustive")
 
+class FlatDecoder(Recommender):
+    name = "flat_decoder"
+    decodings = ("auto", "beam", "exhaustive")
 
-class FlatDecoder(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, beam_width: int = 20,
                  decoding: str = "auto"):
         super().__init__()
-        if decoding not in DECODINGS:
-            raise ConfigError(f"decoding='{decoding}' is not available for flat_decoder; choose one of {list(DECODINGS)}")
+        self.check_decoding(decoding)
         self.sid = SIDVocab(sid_table)
         self.max_history, self.beam_width, self.decoding = max_history, beam_width, decoding
         self.embed = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)

@@ -25,6 +25,7 @@ from distrec.models.backbones.hstu import HSTU
 from distrec.models.blocks.init import reinit
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
+from distrec.models.recommender import Recommender
 
 QUERY_TIMES = ("next", "current")  # the time a position's time-gap bias measures from
 
@@ -36,7 +37,10 @@ def init_items(emb: nn.Embedding) -> None:
     with torch.no_grad():
         emb.weight[0].zero_()
 
-class HSTURetrieval(nn.Module):
+class HSTURetrieval(Recommender):
+    name = "hstu_retrieval"
+    uses_sids = False
+
     def __init__(self, num_items: int, d_model: int = 50, n_layers: int = 2, n_heads: int = 1, dropout: float = 0.2,
                  max_history: int = 200, num_negatives: int = 128, temperature: float = 0.05,
                  in_batch_negatives: bool = False, num_time_buckets: int = 128, attn_dim: int | None = None,

@@ -30,6 +30,7 @@ from distrec.models.backbones import build_backbone
 from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.presets import resolve_dims
+from distrec.models.recommender import Recommender
 
 
 def count_paths(codes: torch.Tensor) -> dict:
@@ -105,7 +106,9 @@ class RecursiveAssignmentNetwork(nn.Module):
         return fused, all_logits
 
 
-class IntRR(nn.Module):
+class IntRR(Recommender):
+    name = "intrr"
+
     def __init__(self, sid_table, backbone: nn.Module,
                  d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
                  learn_temperature: bool = False, align_weight: float = 0.1, item_ground_truth: bool = False,

@@ -28,8 +28,7 @@ from distrec.decoding import build_item_graph, graph_decode, holistic_topk
 from distrec.errors import ConfigError
 from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
-
-DECODINGS = ("auto", "holistic", "graph")
+from distrec.models.recommender import Recommender
 
 
 class DigitHeads(nn.Module):
@@ -55,12 +54,14 @@ def gpt2_init(backbone: nn.Module) -> None:
             reinit(proj, lambda m: nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks))))
 
 
-class RPG(nn.Module):
+class RPG(Recommender):
+    name = "rpg"
+    decodings = ("auto", "holistic", "graph")
+
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 50, temperature: float = 0.03,
                  decoding: str = "auto", graph_edges: int = 200, graph_beams: int = 20, graph_steps: int = 3):
         super().__init__()
-        if decoding not in DECODINGS:
-            raise ConfigError(f"decoding='{decoding}' is not available for RPG; choose one of {list(DECODINGS)}")
+        self.check_decoding(decoding)
         if len(set(sid_table.codebook_sizes)) != 1:
             raise ConfigError("RPG needs equal codebook sizes for every digit (OPQ/PQ IDs: tokenizer=opq)")
         self.sid = SIDVocab(sid_table, with_trie=False)  # long unordered IDs: no trie, no dedup needed

@@ -22,6 +22,7 @@ from distrec.errors import ConfigError
 from distrec.models.blocks.checkpointing import run_block
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
 from distrec.models.presets import resolve_dims
+from distrec.models.recommender import Recommender
 
 LOSSES = ("softmax", "sampled_softmax", "bce")
 GROUP_WIDTHS = (8, 16, 32)  # histories are encoded in groups up to these lengths (then max_history)
@@ -50,7 +51,10 @@ class CausalSelfAttentionBlock(nn.Module):
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
-class SASRec(nn.Module):
+class SASRec(Recommender):
+    name = "sasrec"
+    uses_sids = False
+
     def __init__(self, num_items: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 1, d_ff: int = 256,
                  dropout: float = 0.2, max_history: int = 50, loss: str = "softmax", num_negatives: int = 128,
                  temperature: float = 1.0, activation_checkpointing: bool = False):

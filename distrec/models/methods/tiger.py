@@ -26,16 +26,17 @@ from distrec.decoding import constrained_beam_search, topk_over_catalog
 from distrec.errors import ConfigError
 from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import BOS, PAD, SIDVocab, prefix_windows, trim_left_padding
+from distrec.models.recommender import Recommender
 
-DECODINGS = ("auto", "beam", "exhaustive")
 
+class TIGER(Recommender):
+    name = "tiger"
+    decodings = ("auto", "beam", "exhaustive")
 
-class TIGER(nn.Module):
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, user_tokens: int = 0,
                  beam_width: int = 20, decoding: str = "auto"):
         super().__init__()
-        if decoding not in DECODINGS:
-            raise ConfigError(f"decoding='{decoding}' is not available for TIGER; choose one of {list(DECODINGS)}")
+        self.check_decoding(decoding)
         self.sid = SIDVocab(sid_table)
         self.max_history, self.user_tokens = max_history, user_tokens
         self.beam_width, self.decoding = beam_width, decoding
