@@ -60,7 +60,7 @@ from distrec.data.dataset import load_prepared
 from distrec.models.methods.intrr import count_paths
 from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
-from distrec.train.engine import Engine, plan_batches
+from distrec.train.engine import make_engine, plan_batches
 from distrec.train.weights import read_weights
 
 PAD = -1  # the released padding / masking token; its item ids are distrec's minus one
@@ -316,7 +316,7 @@ def training_check(R, model, ref, seq, codes, cfg, steps: int, weight_decay: flo
     index = build_train_index(seq, T)
     sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, 1, 0, cfg.seed, t.loss_weighting,
                            t.group_by_length)
-    engine = Engine(model, t, cfg.engine, plan, steps, torch.device("cpu"))
+    engine = make_engine(model, t, cfg.engine, plan, steps, torch.device("cpu"))
     opt = R.instantiate(R.cfg.optim.optimizer)(params=ref.parameters(), weight_decay=weight_decay)
     ref.train()
     rows = []

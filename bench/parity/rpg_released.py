@@ -34,7 +34,7 @@ from distrec.data.batches import (SequenceData, TrainSampler, build_train_index,
 from distrec.data.dataset import load_prepared
 from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
-from distrec.train.engine import Engine, plan_batches
+from distrec.train.engine import make_engine, plan_batches
 
 
 class Released:
@@ -141,7 +141,7 @@ def training_check(model, ref, seq, cfg, steps: int):
     sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, 1, 0, cfg.seed, t.loss_weighting,
                            t.group_by_length)
     total = int(t.epochs * sampler.steps_per_epoch)
-    engine = Engine(model, t, cfg.engine, plan, total, torch.device("cpu"))
+    engine = make_engine(model, t, cfg.engine, plan, total, torch.device("cpu"))
     opt = torch.optim.AdamW(ref.parameters(), lr=t.lr, weight_decay=0.0)  # released: betas, eps defaults
     sched = get_scheduler("cosine", optimizer=opt, num_warmup_steps=t.warmup_steps, num_training_steps=total)
     rows = []

@@ -1,11 +1,12 @@
-"""The engine: one optimisation step over a global batch, with DeepSpeed ZeRO or plain torch.
+"""The engine: one optimisation step over a global batch, with plain torch or DeepSpeed ZeRO.
 
-This is the only module that imports DeepSpeed. All kinds share the optimizer (torch AdamW or Adam: no
-JIT-compiled DeepSpeed optimizers), the LambdaLR schedule, bf16 autocast and the loss weighting,
-so `engine.kind=plain` and a 1-worker DeepSpeed run give the same losses. `engine.kind=fast` is
-plain torch for one device (a GPU): the loop cuts its batches on the device, the optimizer is
-fused on CUDA, fp32 matmuls may use TF32 there, and `engine.compile` wraps the model's forward in
-`torch.compile` (docs/training.md, "The fast path").
+`make_engine` picks the class from `engine.kind`: `PlainEngine` for `plain` and `fast`, `DeepSpeedEngine`
+for `deepspeed`. This is the only module that imports DeepSpeed. Both share, in their base `Engine`, the
+optimizer (torch AdamW or Adam: no JIT-compiled DeepSpeed optimizers), the LambdaLR schedule, bf16
+autocast and the loss weighting, so `engine.kind=plain` and a 1-worker DeepSpeed run give the same
+losses. `engine.kind=fast` is plain torch for one device (a GPU): the loop cuts its batches on the
+device, the optimizer is fused on CUDA, fp32 matmuls may use TF32 there, and `engine.compile` wraps the
+model's forward in `torch.compile` (docs/training.md, "The fast path").
 
 Loss weighting: each micro-batch's loss is multiplied by its share `w` of the global batch (its
 labelled positions / those of the global batch). Plain sums the weighted micro-batch gradients;
@@ -136,6 +137,14 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """`train.optimizer`'s torch class; any other name is a ConfigError (`check_train_config` asks before
+    any work, an engine built directly asks when it builds its optimizer)."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer='{name}' is unknown; choose one of {list(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+
 def import_deepspeed():
     """`import deepspeed`, without its start-up noise and without probing or building its ops.
 
@@ -184,57 +193,193 @@ def peak_rss_bytes() -> int:
 
 
 class Engine:
-    """Owns the model, optimizer and schedule; `step` runs one global-batch update.
+    """Owns the model, optimizer and schedule; `step` runs one global-batch update. The interface the
+    loop trains through: `make_engine` builds a `PlainEngine` or a `DeepSpeedEngine` behind it.
 
     `model` is the model, or a function that builds it: the engine then builds it where it belongs.
-    Under ZeRO-3 that is inside `deepspeed.zero.Init`, so each module's parameters are partitioned as
-    soon as the module is built and no rank ever holds the whole model (docs/training.md)."""
+    Each kind sets `model` (the module: its state_dict, what is evaluated), `forward` (what `step` calls)
+    and, through `_make_optimizer`, `optimizer` and `scheduler`."""
 
-    def __init__(self, model: nn.Module | Callable[[], nn.Module], train_cfg, engine_cfg, plan: BatchPlan,
-                 total_steps: int, device: torch.device, rank: int = 0):
-        check_engine_config(engine_cfg)
+    partitioned = False  # ZeRO-3: no rank holds the whole model (a DeepSpeedEngine at stage 3)
+
+    def __init__(self, train_cfg, engine_cfg, plan: BatchPlan, device: torch.device, rank: int):
         self.kind, self.stage = engine_cfg.kind, int(engine_cfg.zero_stage)
         self.precision, self.device, self.rank, self.plan = engine_cfg.precision, device, rank, plan
         self.world_size = plan.world_size
         self.grad_clip = float(train_cfg.grad_clip or 0.0)
-        self.partitioned = self.kind == "deepspeed" and self.stage == 3
+
+    def _make_optimizer(self, model: nn.Module, train_cfg, total_steps: int, fused: bool = False) -> None:
+        """The optimizer and LambdaLR schedule every kind shares; `fused`: one kernel for all parameters."""
+        self.optimizer = optimizer_class(train_cfg.optimizer)(_param_groups(model, train_cfg.weight_decay),
+                                                               lr=train_cfg.lr, betas=tuple(train_cfg.betas),
+                                                               foreach=False, fused=fused or None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
+
+    # ---------------------------------------------------------------- training
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def step(self, micro_batches: list[tuple[dict, float]]) -> dict:
+        """One optimizer step over this worker's micro-batches [(batch, weight)].
+
+        Returns this worker's share of the global loss (sum of weight x loss; all-reduce to get the
+        global-batch loss) and any other scalars the model reported, weighted the same way.
+        """
+        self.forward.train()  # the DeepSpeed engine or the model (a compiled forward passes it on)
+        sums: dict[str, float] = {}
+        for batch, weight in micro_batches:
+            batch = self.to_device(batch)
+            with self.autocast():
+                out = self.forward(batch)
+            self._backward(out["loss"], weight)
+            for key, value in out.items():  # weight: a float, or a tensor on the device (fast)
+                if torch.is_tensor(value) and value.numel() == 1:
+                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * float(weight)
+        self._update()
+        return sums
+
+    def _backward(self, loss: torch.Tensor, weight) -> None:
+        """Accumulate the gradient of one micro-batch's loss, `weight` its share of the global batch."""
+        raise NotImplementedError
+
+    def _update(self) -> None:
+        """After the micro-batches: apply the update (DeepSpeed's `step` in `_backward` already has)."""
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # ---------------------------------------------------------------- weights and memory
+
+    def evaluation_model(self):
+        """What validation evaluates: the model."""
+        return self.model
+
+    def write_weights(self, path: Path) -> None:
+        """Rank 0 writes the model's consolidated weights to `path` (a safetensors file,
+        distrec.train.weights), one tensor at a time; every rank must call it."""
+        if self.rank == 0:
+            write_state_dict(path, self.model.state_dict(keep_vars=True))
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes this rank holds for parameters and optimizer state (master weights + Adam moments;
+        partitions under ZeRO; a tensor shared by both is counted once)."""
+        seen: set[int] = set()
+
+        def size(t) -> int:
+            if t is None or not torch.is_tensor(t) or t.data_ptr() in seen or t.numel() == 0:
+                return 0
+            seen.add(t.data_ptr())
+            return t.numel() * t.element_size()
+
+        params = sum(size(getattr(p, "ds_tensor", None) if hasattr(p, "ds_tensor") else p.data)
+                     for p in self.model.parameters())
+        optimizer = sum(size(p) for g in self.optimizer.param_groups for p in g["params"])
+        optimizer += sum(size(v) for state in self.optimizer.state.values() for v in state.values())
+        return {"param_bytes": params, "optimizer_bytes": optimizer, "param_optimizer_bytes": params + optimizer}
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save(self, directory: Path) -> None:
+        """Write this rank's part of the engine state (all ranks call it)."""
+        raise NotImplementedError
+
+    def load(self, directory: Path) -> None:
+        """Read back what `save` wrote; a file that cannot be loaded is a DataError naming it."""
+        directory = Path(directory)
+        try:
+            self._load(directory)
+        except DataError:
+            raise  # names the file
+        except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
+            raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
+                            hint=CORRUPT_CHECKPOINT) from None
+
+    def _load(self, directory: Path) -> None:
+        raise NotImplementedError
+
+
+class PlainEngine(Engine):
+    """Plain torch in one process: `engine.kind=plain`, or `fast` (one device, fused optimizer on CUDA,
+    TF32 for fp32 matmuls there, `engine.compile`). Gradients add up over the micro-batches and the
+    optimizer steps once per global batch; its checkpoint is one file, `plain.pt`."""
+
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], train_cfg, engine_cfg, plan: BatchPlan,
+                 total_steps: int, device: torch.device, rank: int = 0):
+        super().__init__(train_cfg, engine_cfg, plan, device, rank)
+        if not isinstance(model, nn.Module):
+            model = model()
+        self.model = model.to(device)
+        fast_cuda = self.kind == "fast" and device.type == "cuda"
+        self._make_optimizer(self.model, train_cfg, total_steps, fused=fast_cuda)  # fused where it pays
+        self.forward = self.model  # what `step` calls: the model, or its compiled forward (engine.compile)
+        if fast_cuda and self.precision == "fp32":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        if engine_cfg.compile:  # the module itself stays: its state_dict keys do not change
+            self.forward = torch.compile(self.model)
+
+    def _backward(self, loss: torch.Tensor, weight) -> None:
+        (loss.float() * weight).backward()
+
+    def _update(self) -> None:
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def save(self, directory: Path) -> None:
+        if self.rank == 0:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict()}, Path(directory) / "plain.pt")
+
+    def _load(self, directory: Path) -> None:
+        state = load_tensors(directory / "plain.pt", "engine state", CORRUPT_CHECKPOINT, self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class DeepSpeedEngine(Engine):
+    """The model inside a DeepSpeed engine (ZeRO stage 0-3, optional CPU offload), in the torch.distributed
+    group of the workers (or a one-process one, `init_single_process`); its checkpoints are DeepSpeed's,
+    tag "engine", loaded with `weights_only_checkpoint_engine`.
+
+    Under ZeRO-3 a model given as a function is built inside `deepspeed.zero.Init`, so each module's
+    parameters are partitioned as soon as the module is built and no rank ever holds the whole model
+    (docs/training.md)."""
+
+    def __init__(self, model: nn.Module | Callable[[], nn.Module], train_cfg, engine_cfg, plan: BatchPlan,
+                 total_steps: int, device: torch.device, rank: int = 0):
+        super().__init__(train_cfg, engine_cfg, plan, device, rank)
+        self.partitioned = self.stage == 3
         if self.partitioned and device.type == "cpu":  # host memory is what ZeRO-3 divides here
             release_large_blocks_to_os()
-        if self.kind == "deepspeed":
-            deepspeed = import_deepspeed()
-            deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
+        deepspeed = import_deepspeed()
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo")
         if not isinstance(model, nn.Module):
             model = self._build(model, engine_cfg)
         model = model.to(device)
-        if train_cfg.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer='{train_cfg.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
-        # fused (one kernel for all parameters) where it exists and pays: the fast path on CUDA
-        fused = self.kind == "fast" and device.type == "cuda"
-        self.optimizer = OPTIMIZERS[train_cfg.optimizer](_param_groups(model, train_cfg.weight_decay), lr=train_cfg.lr,
-                                                         betas=tuple(train_cfg.betas), foreach=False,
-                                                         fused=fused or None)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
-        self.forward = model  # what `step` calls: the model, or its compiled forward (engine.compile)
-        if self.kind in ("plain", "fast"):
-            self.model, self.ds = model, None
-            if self.kind == "fast" and device.type == "cuda" and self.precision == "fp32":
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-            if engine_cfg.compile:  # the module itself stays: its state_dict keys do not change
-                self.forward = torch.compile(model)
-        else:
-            if self.stage == 3:
-                # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so
-                # every rank must run the same modules in the same order (see docs/training.md). Tied
-                # output embeddings are read outside their module: gather them for the whole forward.
-                for module in model.modules():
-                    if isinstance(module, nn.Embedding):
-                        deepspeed.zero.register_external_parameter(model, module.weight)
-            self.ds, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer,
-                                                    lr_scheduler=self.scheduler,
-                                                    config=self.deepspeed_config(engine_cfg))
-            self.model = self.ds.module
-            self.ds.checkpoint_engine = weights_only_checkpoint_engine(self.ds)
+        self._make_optimizer(model, train_cfg, total_steps)
+        if self.partitioned:
+            # ZeRO-3 gathers a module's parameters with a collective whenever the module runs, so
+            # every rank must run the same modules in the same order (see docs/training.md). Tied
+            # output embeddings are read outside their module: gather them for the whole forward.
+            for module in model.modules():
+                if isinstance(module, nn.Embedding):
+                    deepspeed.zero.register_external_parameter(model, module.weight)
+        self.ds, _, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler,
+                                                config=self.deepspeed_config(engine_cfg))
+        self.model = self.ds.module
+        self.forward = self.ds  # what `step` calls
+        self.ds.checkpoint_engine = weights_only_checkpoint_engine(self.ds)
 
     def _build(self, make_model: Callable[[], nn.Module], engine_cfg) -> nn.Module:
         """make_model(), under ZeRO-3 inside `zero.Init`: each module's parameters are partitioned when
@@ -280,69 +425,25 @@ class Engine:
             "wall_clock_breakdown": False,
         }
 
-    # ---------------------------------------------------------------- training
-
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-    def step(self, micro_batches: list[tuple[dict, float]]) -> dict:
-        """One optimizer step over this worker's micro-batches [(batch, weight)].
-
-        Returns this worker's share of the global loss (sum of weight x loss; all-reduce to get the
-        global-batch loss) and any other scalars the model reported, weighted the same way.
-        """
-        (self.ds if self.ds is not None else self.model).train()
-        module = self.ds if self.ds is not None else self.forward
-        sums: dict[str, float] = {}
-        for batch, weight in micro_batches:
-            batch = self.to_device(batch)
-            with self.autocast():
-                out = module(batch)
-            loss = out["loss"]
-            if self.ds is not None:
-                self.ds.backward(loss.float() * (weight * self.plan.accumulation * self.world_size))
-                self.ds.step()  # applies the update at the accumulation boundary only
-            else:
-                (loss.float() * weight).backward()
-            for key, value in out.items():  # weight: a float, or a tensor on the device (fast)
-                if torch.is_tensor(value) and value.numel() == 1:
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) * float(weight)
-        if self.ds is None:
-            if self.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
-        return sums
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    # ---------------------------------------------------------------- weights and memory
+    def _backward(self, loss: torch.Tensor, weight) -> None:
+        # DeepSpeed divides by the accumulation steps and averages over workers (module docstring)
+        self.ds.backward(loss.float() * (weight * self.plan.accumulation * self.world_size))
+        self.ds.step()  # applies the update at the accumulation boundary only
 
     def evaluation_model(self):
-        """What validation evaluates: the model, or under ZeRO-3 `Partitioned`, the model whose
-        `recommend` runs as DeepSpeed's forward, gathering each module's parameters while it runs."""
+        """The model, or under ZeRO-3 `Partitioned`, the model whose `recommend` runs as DeepSpeed's
+        forward, gathering each module's parameters while it runs."""
         return Partitioned(self.ds) if self.partitioned else self.model
 
     def write_weights(self, path: Path) -> None:
-        """Rank 0 writes the model's consolidated weights to `path` (a safetensors file,
-        distrec.train.weights), one tensor at a time; every rank must call it.
-
-        Under ZeRO-3 each parameter is gathered when its turn comes and released once written: no rank,
-        rank 0 included, ever holds more than one whole parameter beside its partitions."""
-        state = self.model.state_dict(keep_vars=True)
+        """As `Engine.write_weights`. Under ZeRO-3 each parameter is gathered when its turn comes and
+        released once written: no rank, rank 0 included, ever holds more than one whole parameter beside
+        its partitions."""
         if not self.partitioned:
-            if self.rank == 0:
-                write_state_dict(path, state)
-            return
+            return super().write_weights(path)
         import deepspeed
+
+        state = self.model.state_dict(keep_vars=True)
 
         def values():  # each parameter gathered on its turn (a collective) and released when written
             for tensor in state.values():
@@ -357,52 +458,14 @@ class Engine:
             for _ in values():  # the same gathers (collectives), nothing kept
                 pass
 
-    def memory_bytes(self) -> dict[str, int]:
-        """Bytes this rank holds for parameters and optimizer state (master weights + Adam moments;
-        partitions under ZeRO; a tensor shared by both is counted once)."""
-        seen: set[int] = set()
-
-        def size(t) -> int:
-            if t is None or not torch.is_tensor(t) or t.data_ptr() in seen or t.numel() == 0:
-                return 0
-            seen.add(t.data_ptr())
-            return t.numel() * t.element_size()
-
-        params = sum(size(getattr(p, "ds_tensor", None) if hasattr(p, "ds_tensor") else p.data)
-                     for p in self.model.parameters())
-        optimizer = sum(size(p) for g in self.optimizer.param_groups for p in g["params"])
-        optimizer += sum(size(v) for state in self.optimizer.state.values() for v in state.values())
-        return {"param_bytes": params, "optimizer_bytes": optimizer, "param_optimizer_bytes": params + optimizer}
-
-    # ---------------------------------------------------------------- checkpoints
-
     def save(self, directory: Path) -> None:
-        """Write this rank's part of the engine state (all ranks call it)."""
-        directory = Path(directory)
-        if self.ds is not None:
-            self.ds.save_checkpoint(str(directory), tag="engine", save_latest=False)
-        elif self.rank == 0:
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict()}, directory / "plain.pt")
+        self.ds.save_checkpoint(str(Path(directory)), tag="engine", save_latest=False)
 
-    def load(self, directory: Path) -> None:
-        directory = Path(directory)
-        try:
-            if self.ds is not None:
-                path, _ = self.ds.load_checkpoint(str(directory), tag="engine", load_optimizer_states=True,
-                                                  load_lr_scheduler_states=True)
-                if path is None:
-                    raise FileNotFoundError(directory / "engine")
-            else:
-                state = load_tensors(directory / "plain.pt", "engine state", CORRUPT_CHECKPOINT, self.device)
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
-                self.scheduler.load_state_dict(state["scheduler"])
-        except DataError:
-            raise  # names the file
-        except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
-            raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
-                            hint=CORRUPT_CHECKPOINT) from None
+    def _load(self, directory: Path) -> None:
+        path, _ = self.ds.load_checkpoint(str(directory), tag="engine", load_optimizer_states=True,
+                                          load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(directory / "engine")
 
 
 class Partitioned:
@@ -425,3 +488,12 @@ class Partitioned:
             return self._ds(batch)
         finally:
             del module.forward
+
+
+def make_engine(model: nn.Module | Callable[[], nn.Module], train_cfg, engine_cfg, plan: BatchPlan,
+                total_steps: int, device: torch.device, rank: int = 0) -> Engine:
+    """The engine `engine.kind` names, after checking `engine_cfg`: a `DeepSpeedEngine` for deepspeed,
+    a `PlainEngine` for plain and fast. Each rank builds its own; under DeepSpeed every rank must."""
+    check_engine_config(engine_cfg)
+    kind = DeepSpeedEngine if engine_cfg.kind == "deepspeed" else PlainEngine
+    return kind(model, train_cfg, engine_cfg, plan, total_steps, device, rank)

@@ -20,7 +20,7 @@ from distrec.data.batches import (SequenceData, TrainSampler, build_train_index,
                                   eval_rows, user_sample)
 from distrec.errors import ConfigError, DistrecError
 from distrec.train import checkpoint as ckpt
-from distrec.train.engine import Engine, peak_rss_bytes, plan_batches
+from distrec.train.engine import Engine, make_engine, peak_rss_bytes, plan_batches
 from distrec.train.logs import MetricsLog, format_duration
 
 ESTIMATE_AFTER = 6  # steps of this attempt after which rank 0 prints how long the run will take
@@ -47,7 +47,7 @@ TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 
 
 def check_train_config(cfg) -> None:
     """Refuse `train`/`engine` values that cannot work, naming the key (before anything is loaded or written)."""
-    from distrec.train.engine import OPTIMIZERS, check_engine_config
+    from distrec.train.engine import check_engine_config, optimizer_class
     from distrec.train.schedules import SCHEDULES
 
     t = cfg.train
@@ -61,8 +61,7 @@ def check_train_config(cfg) -> None:
         raise ConfigError(f"train.betas={list(t.betas)} must both be in [0, 1)")
     if t.schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule='{t.schedule}' is unknown; choose one of {list(SCHEDULES)}")
-    if t.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer='{t.optimizer}' is unknown; choose one of {list(OPTIMIZERS)}")
+    optimizer_class(t.optimizer)
     check_engine_config(cfg.engine)
     select_metric(cfg)
     e = cfg.engine
@@ -225,7 +224,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
                            t.group_by_length)
     total_steps = int(t.max_steps or t.epochs * sampler.steps_per_epoch)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    engine = Engine(job.make_model, t, cfg.engine, plan, total_steps, session.device, rank)
+    engine = make_engine(job.make_model, t, cfg.engine, plan, total_steps, session.device, rank)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)  # dropout draws differ per rank, reproducibly
 
     # what the validation numbers and the training targets mean: a resumed run must mean the same

@@ -208,7 +208,7 @@ def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tm
     """DeepSpeed ZeRO-1/2/3 files load with only DeepSpeed's own classes allowed besides tensors: the
     optimizer state comes back exactly, and a crafted file in their place is refused by name."""
     from distrec.config import compose
-    from distrec.train.engine import Engine, init_single_process, plan_batches
+    from distrec.train.engine import init_single_process, make_engine, plan_batches
 
     init_single_process()
     cfg = compose(["engine=local", f"engine.zero_stage={stage}", "engine.precision=fp32"])
@@ -216,7 +216,7 @@ def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tm
 
     def engine():
         torch.manual_seed(0)
-        return Engine(TinyModel(), cfg.train, cfg.engine, plan_batches(2, 1), 10, torch.device("cpu"))
+        return make_engine(TinyModel(), cfg.train, cfg.engine, plan_batches(2, 1), 10, torch.device("cpu"))
 
     trained = engine()
     trained.step(batch)

@@ -74,11 +74,20 @@ class ZeroLoss(torch.nn.Module):
 
 @pytest.mark.parametrize("optimizer, change", [("adam", 1e-3), ("adamw", 1e-7)])
 def test_adam_adds_weight_decay_to_the_gradient_adamw_decays_apart(optimizer, change):
-    from distrec.train.engine import Engine, plan_batches
+    from distrec.train.engine import make_engine, plan_batches
 
     cfg = compose(["engine=plain", f"train.optimizer={optimizer}", "train.lr=1e-3", "train.weight_decay=1e-4",
                    "train.warmup_steps=0", "train.schedule=constant"])
-    engine = Engine(ZeroLoss(), cfg.train, cfg.engine, plan_batches(1, 1), 1, torch.device("cpu"))
+    engine = make_engine(ZeroLoss(), cfg.train, cfg.engine, plan_batches(1, 1), 1, torch.device("cpu"))
     engine.step([({}, 1.0)])
     # Adam normalises the L2 gradient 1e-4 * w to a step of ~lr; AdamW shrinks w by lr * wd
     assert 1 - engine.model.weight.detach() == pytest.approx(torch.full((2, 2), change, dtype=torch.float64), rel=1e-2)
+
+
+def test_an_engine_built_directly_refuses_an_unknown_optimizer():
+    """`check_train_config` refuses it before a CLI run does any work; an engine built without it too."""
+    from distrec.train.engine import make_engine, plan_batches
+
+    cfg = compose(["engine=plain", "train.optimizer=sgd"])
+    with pytest.raises(ConfigError, match="train.optimizer='sgd' is unknown"):
+        make_engine(ZeroLoss(), cfg.train, cfg.engine, plan_batches(1, 1), 1, torch.device("cpu"))

@@ -54,14 +54,14 @@ def test_no_rank_holds_the_whole_model_in_training_or_validation(prepared, tmp_p
 HOST_MEMORY_PROBE = """
 import sys, torch
 from distrec.config import compose
-from distrec.train.engine import Engine, init_single_process, plan_batches
+from distrec.train.engine import init_single_process, make_engine, plan_batches
 
 def rss():
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS:"))
 
 init_single_process()
 cfg = compose(["engine=local", f"engine.zero_stage={sys.argv[1]}", "engine.precision=fp32"])
-Engine(torch.nn.Linear(4, 4), cfg.train, cfg.engine, plan_batches(2, 1), 10, torch.device("cpu"))
+make_engine(torch.nn.Linear(4, 4), cfg.train, cfg.engine, plan_batches(2, 1), 10, torch.device("cpu"))
 warm = torch.ones(4 << 20); del warm  # a 16 MB block freed: glibc's own threshold now grows to 16 MB
 before = rss()
 blocks = [torch.ones(2 << 20) for _ in range(16)]  # 128 MB in 8 MB tensors, as ZeRO-3 gathers a layer

@@ -36,7 +36,7 @@ def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
     from distrec.data.dataset import load_prepared
     from distrec.models.recommender import Catalog, build_model
     from distrec.tokenize.sid_table import SIDTable
-    from distrec.train.engine import Engine, plan_batches
+    from distrec.train.engine import make_engine, plan_batches
 
     join(rank, world, port)
     root, result = Path(root), {}
@@ -47,7 +47,7 @@ def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
         sids = None if name in ("sasrec", "hstu_retrieval") else SIDTable.load(root / SIDS.get(name, "sids_rq"))
         make = functools.partial(build_model, cfg.model, cfg.method, Catalog(num_items, sids))
         torch.manual_seed(0)
-        engine = Engine(make, cfg.train, cfg.engine, plan_batches(2, world), 10, torch.device("cpu"), rank)
+        engine = make_engine(make, cfg.train, cfg.engine, plan_batches(2, world), 10, torch.device("cpu"), rank)
         params = list(engine.model.parameters())
         partitioned = all(p.data.numel() == 0 and p.ds_tensor.numel() <= -(-p.ds_numel // world) for p in params)
         row = {"partitioned": partitioned, "params": sum(p.ds_numel for p in params),
