@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--out", default="bench/results/gaoq.json")
     args = ap.parse_args()
 
+    from distrec.parallel.executor import executor
     from distrec.parallel.ray_env import init_ray
     from distrec.tokenize.quantizers.gaoq import GAOQ
 
@@ -77,7 +78,7 @@ def main():
         results["ray_init_s"] = round(t_ray, 2)
 
     def gaoq(num_workers):
-        q = GAOQ(levels=3, num_workers=num_workers, progress=True)
+        q = GAOQ(levels=3, progress=True).run_on(executor(num_workers))
         q.fit(x)
         return q, q.encode(x)
 

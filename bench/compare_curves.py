@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distrec.scaling.plots import pyplot, save_figure  # noqa: E402
+from distrec.figures import pyplot, save_figure  # noqa: E402
 
 
 def validation_points(train_dir: Path, metric: str, x: str) -> list[tuple[float, float]]:

@@ -79,11 +79,11 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
                    "train.warmup_steps=0", "train.val_max_users=32", "eval.batch_size=8", "progress=false",
                    "train.keep_checkpoints=1", *overrides])
     data = load_prepared(cfg.paths.data)
-    for owner, name, phase in [(E.Engine, "_build", "construction (zero.Init)"),
+    for owner, name, phase in [(E.DeepSpeedEngine, "_build", "construction (zero.Init)"),
                                (deepspeed, "initialize", "deepspeed.initialize"),
                                (DeepSpeedEngine, "forward", "forward"), (DeepSpeedEngine, "backward", "backward"),
                                (DeepSpeedEngine, "step", "optimizer step"), (L, "validate", "validation"),
-                               (E.Engine, "write_weights", "weights file"), (E.Engine, "save", "save")]:
+                               (E.DeepSpeedEngine, "write_weights", "weights file"), (E.DeepSpeedEngine, "save", "save")]:
         trace.wrap(owner, name, phase)
     make = functools.partial(build_model, cfg.model, cfg.method, Catalog(data.num_items))
     job = L.TrainJob(cfg=cfg, make_model=make, num_items=data.num_items, identity={"model_hash": "-"},

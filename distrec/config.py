@@ -97,12 +97,17 @@ def load_resolved(path) -> "DictConfig":  # noqa: F821
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config"):
-    """Compose the config as the CLI would (for tests, notebooks and benchmarks)."""
+    """Compose the config as the CLI would (for tests, notebooks, benchmarks and sweep points); inside
+    a CLI run (`distrec sweep`) Hydra is already initialised with the command's config directory."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    register()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    if GlobalHydra.instance().is_initialized():
         cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    else:
+        register()
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
     check_config(cfg)
     return cfg

@@ -5,6 +5,10 @@ class DistrecError(Exception):
     """An error caused by input or configuration, reported to the user without a traceback."""
 
 
+class StageFailed(RuntimeError):
+    """A `distrec` subprocess (a stage of a sweep point) exited non-zero; the message carries its log's tail."""
+
+
 class DataError(DistrecError):
     """Bad input data. Carries where it was found so the message can point at it."""
 

@@ -121,15 +121,14 @@ def build_inputs(cfg, runs: Path) -> dict:
         cfg.paths.sids = str(runs / _key(cfg.tokenizer.method, section("data"), section("embed"), section("tokenizer")))
     stage = cfg.stage
     for step in pipeline(cfg):
-        if step in ("train", "evaluate"):
+        if not step.shared:  # train and evaluate: the reproduction's own
             continue
-        if step == "tokenize":
+        if step.name == "tokenize":
             keys["sids"] = Path(cfg.paths.sids).name
-        target = {"prepare": cfg.paths.data, "embed": cfg.paths.embeddings, "tokenize": cfg.paths.sids}[step]
-        if not (Path(target) / "manifest.json").exists():
+        if not (Path(cfg.paths[step.writes]) / "manifest.json").exists():
             with open_dict(cfg):
-                cfg.stage = step
-            importlib.import_module(f"distrec.stages.{step}").run(cfg)
+                cfg.stage = step.name
+            importlib.import_module(f"distrec.stages.{step.name}").run(cfg)
     with open_dict(cfg):
         cfg.stage = stage
     return keys
@@ -261,18 +260,16 @@ def flops_per_sample(cfg, train_dir: Path, device, steps: int = 3) -> float:
     counts them (distrec.scaling.counters.measured_flops), averaged over the first `steps` global batches."""
     import torch
 
-    from distrec.data.batches import SequenceData, TrainSampler, build_train_index, collate_train
+    from distrec.data.batches import TrainSampler, build_train_index, collate_train
     from distrec.data.dataset import load_prepared
     from distrec.scaling.counters import measured_flops
-    from distrec.stages.evaluate import _load_sid_table
     from distrec.train.engine import plan_batches
-    from distrec.train.export import MODEL_JSON, load_trained_model
-    from distrec.artifacts import read_json
+    from distrec.train.export import TrainedModel
 
     t = cfg.train
-    info = read_json(train_dir / MODEL_JSON)
-    model, _ = load_trained_model(train_dir, "last", sid_table=_load_sid_table(cfg, info), device=device)
-    data = SequenceData.from_arrow(load_prepared(cfg.paths.data).sequences)
+    trained = TrainedModel(train_dir)
+    model = trained.load("last", trained.sid_table(cfg.paths.sids), device)
+    data = load_prepared(cfg.paths.data).sequence_data()
     index = build_train_index(data, cfg.model.max_history, t.include_valid)
     plan = plan_batches(t.global_batch_size, 1, t.micro_batch_size)
     sampler = TrainSampler(index, plan.global_batch, plan.micro_batch, 1, 0, cfg.seed, t.loss_weighting,

@@ -171,6 +171,9 @@ class LocalPool:
             per_worker_args = [args] * len(self.workers)
         return [getattr(w, method)(*a) for w, a in zip(self.workers, per_worker_args)]
 
+    def shutdown(self):  # nothing to release (the Ray pool kills its actors)
+        pass
+
 
 # ------------------------------------------------------------------ the driver
 

@@ -1,7 +1,7 @@
 """Reading the `data/` artifact back: what every later stage uses.
 
-    data = load_prepared("runs/beauty/data")
-    data.num_items, data.item_counts(), data.train_sequences(), data.eval_examples("test")
+    data = load_prepared("runs/beauty/data", dataset="beauty")
+    data.num_items, data.content_hash, data.sequence_data(), data.item_counts(), data.eval_examples("test")
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from distrec.artifacts import read_json, read_manifest, read_table
+from distrec.artifacts import check_same_dataset, dir_hash, read_json, read_manifest, read_table
 from distrec.data.splits import train_end
 
 
@@ -33,6 +33,17 @@ class PreparedData:
     @property
     def num_users(self) -> int:
         return int(self.stats["users"])
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of the sequences: what a trained model records and an evaluation checks."""
+        return dir_hash(self.directory / "sequences")
+
+    def sequence_data(self):
+        """The sequences as the training loop and evaluation read them (distrec.data.batches.SequenceData)."""
+        from distrec.data.batches import SequenceData
+
+        return SequenceData.from_arrow(self.sequences, source=self.directory / "sequences")
 
     @property
     def fields(self) -> dict[str, str]:
@@ -116,9 +127,12 @@ class PreparedData:
         return names
 
 
-def load_prepared(data_dir: str | Path) -> PreparedData:
-    """Load a complete `data/` artifact (raises DataError when it is missing or half-written)."""
+def load_prepared(data_dir: str | Path, dataset: str | None = None) -> PreparedData:
+    """Load a complete `data/` artifact (raises DataError when it is missing or half-written); with
+    `dataset`, refuse one made from another dataset (the command's `data.name`)."""
     data_dir = Path(data_dir)
+    if dataset is not None:
+        check_same_dataset(data_dir, dataset)
     manifest = read_manifest(data_dir)
     return PreparedData(
         directory=data_dir,

@@ -5,7 +5,7 @@ with one `ray job submit` and put `sweep.out_dir` on storage every node shares."
 from __future__ import annotations
 
 from distrec.parallel.ray_env import init_ray
-from distrec.scaling.sweep import StageFailed
+from distrec.errors import StageFailed
 
 
 def _call(fn, job):

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
+from distrec.figures import pyplot, save_figure
 
 
 def scaling_plot(series: dict, fits: dict, path, xlabel: str, ylabel: str, title: str = "") -> Path:
@@ -62,15 +55,3 @@ def _log_axes(ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> Non
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=legend_size)
-
-
-def save_figure(fig, path) -> Path:
-    """Write `fig` to `path` (atomically: a reader never sees half a PNG) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-    tmp.replace(path)
-    pyplot().close(fig)
-    return path

@@ -48,7 +48,7 @@ def eval_metrics(eval_dir: Path) -> dict:
     return {}
 
 
-def output_size(model, method_cfg: dict, num_items: int, info: dict, notes: list[str]) -> int:
+def output_size(model, method_cfg: dict, num_items: int, sids_dir: Path | None, notes: list[str]) -> int:
     """Scores computed per token by the output layer (the 2*d*V_out term of the FLOP count): what
     the model declares (`output_size`), else the catalog / negatives for item-ID methods, else the
     SID vocabulary for semantic-ID methods."""
@@ -59,8 +59,8 @@ def output_size(model, method_cfg: dict, num_items: int, info: dict, notes: list
         if method_cfg.get("loss") == "sampled_softmax":
             return int(method_cfg.get("num_negatives", 0)) + 1
         return 2 if method_cfg.get("loss") == "bce" else int(num_items)
-    meta = Path(str(info.get("sids_dir"))) / "sid_meta.json"
-    if meta.exists():
+    meta = Path(str(sids_dir)) / "sid_meta.json"
+    if sids_dir is not None and meta.exists():
         return int(read_json(meta).get("vocab_size", 0))
     notes.append("output layer size unknown: FLOPs leave out the output term")
     return 0
@@ -72,9 +72,10 @@ def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
     from distrec.scaling.counters import analytic_flops_per_token, count_params
 
     try:
-        from distrec.train.export import load_trained_model
+        from distrec.train.export import TrainedModel
 
-        model, info = load_trained_model(train_dir, which="last")
+        trained = TrainedModel(train_dir)
+        model, info = trained.load("last"), trained.info
     except Exception as e:  # an export problem must not lose the row: it is noted instead
         notes.append(f"model not loaded for counting ({type(e).__name__}: {e})")
         return {}
@@ -84,7 +85,7 @@ def model_counts(train_dir: Path, config: dict, notes: list[str]) -> dict:
     dims = resolve_dims(OmegaConf.create(config["model"]))
     layers = dims.n_layers + (dims.n_decoder_layers if dims.backbone == "t5" else 0)
     num_items = int(_find(info, "num_items") or getattr(model, "num_items", 0) or 0)
-    out = output_size(model, config.get("method", {}), num_items, info, notes)
+    out = output_size(model, config.get("method", {}), num_items, trained.sids_dir(), notes)
     return {
         "model_fidelity": model_fidelity(model, num_items),
         "params_total": counts.total, "params_embedding": counts.embedding,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from distrec.artifacts import write_json
-from distrec.errors import ConfigError
+from distrec.errors import ConfigError, StageFailed
 from distrec.pipeline import ARTIFACTS, STAGES, stage_named, stages_for
 
 log = logging.getLogger("distrec")
@@ -141,9 +141,9 @@ class PointJob:
     cpus: float = 1.0
 
 
-def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], list[PointJob]]:
-    """Expand the grid, compose every point's config (typos fail here, before any work), group
-    the points by the shared artifacts they need."""
+def plan(cfg, base_args: list[str], sweep_dir: Path, compose) -> tuple[list[SharedJob], list[PointJob]]:
+    """Expand the grid, compose every point's config with `compose(overrides)` (typos fail here,
+    before any work), group the points by the shared artifacts they need."""
     from omegaconf import OmegaConf
 
     from distrec.models.recommender import method_class
@@ -161,7 +161,7 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
     for values in sets:
         args = _dedupe(base + overrides_of(values))
         try:
-            point_cfg = _compose(args)
+            point_cfg = compose(args)
         except Exception as e:
             raise ConfigError(f"sweep point {values} does not compose: {e}") from None
         data_args = [a for a in args if _top(a) in SHARED_PREFIXES]
@@ -180,18 +180,6 @@ def plan(cfg, base_args: list[str], sweep_dir: Path) -> tuple[list[SharedJob], l
     return list(shared.values()), points
 
 
-def _compose(args: list[str]):
-    """Compose like the CLI; inside `distrec sweep` Hydra is already initialised, so reuse it."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-
-    from distrec.config import compose as compose_fresh
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=args)
-    return compose_fresh(args)
-
-
 def _dedupe(args: list[str]) -> list[str]:
     """Later overrides of the same key win (Hydra rejects a key given twice)."""
     out: dict[str, str] = {}
@@ -208,10 +196,6 @@ def _die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-class StageFailed(RuntimeError):
-    """A `distrec` subprocess exited non-zero; the message carries its log's tail."""
 
 
 def describe_error(e: BaseException) -> str:

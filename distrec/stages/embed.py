@@ -2,7 +2,8 @@
 
 The embedder builds its inputs from the prepared data (e.g. item text with categorical ids decoded),
 is fitted once (on at most `embed.fit_max_items` items), then applied per batch: in-process, or on
-Ray Data workers when `embed.num_workers > 0`.
+Ray Data workers when `embed.num_workers > 0`. `embed.method=famae` trains its model instead of
+fitting (distrec/train/famae.py), on the workers `embed.famae.num_workers` names.
 """
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from distrec.artifacts import (Timer, check_same_dataset, dir_hash, read_table, shard_paths, staged_output, write_manifest, write_table,
-                               wrote)
+from distrec.artifacts import Timer, check_same_dataset, dir_hash, read_table, shard_paths, staged_output, write_manifest, wrote
 from distrec.data.dataset import load_prepared
 from distrec.errors import DataError
-from distrec.tokenize.embedders import build_embedder, embed_table
+from distrec.parallel.executor import executor
+from distrec.tokenize.embedders import build_embedder
 
 log = logging.getLogger("distrec")
+
+
+def make_embedder(cfg):
+    if cfg.embed.method == "famae":  # trained with the engine on the sequences, not fitted on the items
+        from distrec.train.famae import FAMAEEmbedder
+
+        f = cfg.embed.famae
+        return FAMAEEmbedder(cfg.embed, executor(f.num_workers, cfg.cluster, "embed.famae.num_workers"), cfg.progress)
+    return build_embedder(cfg.embed)
 
 
 def run(cfg):
@@ -29,11 +38,10 @@ def run(cfg):
     data_dir, out = Path(cfg.paths.data), Path(cfg.paths.embeddings)
     timer = Timer()
     with timer("read"):
-        check_same_dataset(data_dir, cfg.data.name)
-        data = load_prepared(data_dir)
+        data = load_prepared(data_dir, cfg.data.name)
         if data.items.num_rows == 0:
             raise DataError("the items table is empty", data_dir / "items", hint="check the prepare stage's output")
-        embedder = build_embedder(ecfg)
+        embedder = make_embedder(cfg)
         inputs = embedder.inputs(data)
     fit_inputs = inputs
     if inputs.num_rows > ecfg.fit_max_items:  # fit on a seeded sample; transform everything
@@ -44,20 +52,11 @@ def run(cfg):
     del fit_inputs
     with staged_output(out) as tmp:
         with timer("transform"):
-            if ecfg.num_workers > 0:
-                from distrec.parallel.embed import embed_on_ray
-
-                embed_on_ray(embedder, inputs, tmp / "item_embeddings", ecfg, cfg.cluster, cfg.progress)
-                # ids and flags only: a large catalog's vectors need not fit in the driver (1M x 384: 1.5 GB)
-                table = read_table(tmp / "item_embeddings", columns=["item_id", "no_content"])
-                dim = pq.read_schema(shard_paths(tmp / "item_embeddings")[0]).field("vector").type.list_size
-            else:
-                parts = [embed_table(embedder, inputs.slice(i, ecfg.batch_size), ecfg.normalize, ecfg.seed)
-                         for i in tqdm(range(0, inputs.num_rows, ecfg.batch_size), desc="embed", unit="batch",
-                                       disable=not cfg.progress)]
-                table = pa.concat_tables(parts)
-                write_table(table, tmp / "item_embeddings", ecfg.num_shards)
-                dim = table.schema.field("vector").type.list_size
+            run_on = executor(ecfg.num_workers, cfg.cluster, "embed.num_workers")
+            run_on.embed(embedder, inputs, tmp / "item_embeddings", ecfg, cfg.progress)
+            # ids and flags only: a large catalog's vectors need not fit in the driver (1M x 384: 1.5 GB)
+            table = read_table(tmp / "item_embeddings", columns=["item_id", "no_content"])
+            dim = pq.read_schema(shard_paths(tmp / "item_embeddings")[0]).field("vector").type.list_size
         no_content = table.filter(table.column("no_content")).column("item_id").to_pylist()
         if no_content:  # reported, never dropped (they get placeholder_vectors, not zeros)
             log.warning("embed: %d of %d items have no content for %s (e.g. item ids %s); each got a fixed random "

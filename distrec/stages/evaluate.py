@@ -18,58 +18,35 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from distrec.artifacts import (Timer, check_same_dataset, dir_hash, read_json, staged_output, write_json, write_manifest, write_table,
-                               wrote)
+from distrec.artifacts import Timer, staged_output, write_json, write_manifest, write_table, wrote
 from distrec.errors import ConfigError
 from distrec.eval.baselines import Popularity
 from distrec.eval.protocol import EvalProtocol
 
 
-def _load_sid_table(cfg, info: dict):
-    """The SID table at `paths.sids` when the model uses one (its hash is checked on loading)."""
-    if not info.get("sid_hash"):
-        return None
-    from distrec.tokenize.sid_table import SIDTable
-
-    path = Path(cfg.paths.sids)
-    return SIDTable.load(path if path.exists() else info["sids_dir"])
-
-
-def _check_same_data(info: dict, data_hash: str, num_items: int, cfg) -> None:
-    where = Path(cfg.paths.train) / "model.json"
-    if info.get("num_items") != num_items:
-        raise ConfigError(f"{where}: the model was trained on {info.get('num_items')} items but {cfg.paths.data} "
-                          f"has {num_items}; evaluate on the prepared data it was trained on (paths.data)")
-    if info.get("data_hash") and info["data_hash"] != data_hash:
-        raise ConfigError(f"{where}: the model was trained on prepared data {info['data_hash']} but "
-                          f"{cfg.paths.data} is {data_hash}; set paths.data to the data it was trained on")
-
-
 def run(cfg) -> dict:
     import torch
 
-    from distrec.data.batches import SequenceData, eval_batches, eval_users, user_sample
+    from distrec.data.batches import eval_batches, eval_users, user_sample
     from distrec.data.dataset import load_prepared
     from distrec.eval.evaluator import evaluate
-    from distrec.train.export import load_trained_model
+    from distrec.train.export import TrainedModel
 
     timer = Timer()
     train_dir = Path(cfg.paths.train)
     protocol = EvalProtocol.from_config(cfg)  # bad eval.* values fail before any loading
     with timer("load"):
-        info = read_json(train_dir / "model.json")
-        sid_table = _load_sid_table(cfg, info)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, info = load_trained_model(train_dir, str(cfg.eval.checkpoint), sid_table=sid_table, device=device)
+        trained = TrainedModel(train_dir)
+        info = trained.info
         if info.get("include_valid") and protocol.split == "valid":
             raise ConfigError(f"{train_dir / 'model.json'}: this model was trained on the validation items "
                               "(train.include_valid=true); evaluate it on eval.split=test")
-        check_same_dataset(cfg.paths.data, cfg.data.name)
-        data = load_prepared(cfg.paths.data)
-        data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
-        _check_same_data(info, data_hash, data.num_items, cfg)
-        sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
-    protocol = replace(protocol, data_hash=data_hash, sid_hash=info.get("sid_hash"),
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = trained.load(str(cfg.eval.checkpoint), trained.sid_table(cfg.paths.sids), device)
+        data = load_prepared(cfg.paths.data, cfg.data.name)
+        trained.check_data(data)
+        sequences = data.sequence_data()
+    protocol = replace(protocol, data_hash=data.content_hash, sid_hash=trained.sid_hash,
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     model.use_decoding(protocol.decoding, protocol.beam_width)  # evaluation's choice over the trained one
@@ -116,7 +93,7 @@ def run(cfg) -> dict:
         report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
         write_json(out / "metrics.json", report)
         write_manifest(out, stage="evaluate", config=cfg, timings=timer.phases,
-                       inputs={"data": data_hash, "sids": info.get("sid_hash"), "model": info.get("model_hash")},
+                       inputs={"data": data.content_hash, "sids": trained.sid_hash, "model": info.get("model_hash")},
                        counts={"users": metrics["users"]})
     print(metrics_table(report))
     wrote("evaluate", f"metrics.json, predictions/ ({metrics['users']:,} users)", cfg.paths.eval)

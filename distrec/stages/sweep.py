@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from distrec.artifacts import write_json, wrote
+from distrec.config import compose
 from distrec.errors import ConfigError
 from distrec.scaling import sweep as sw
 from distrec.scaling.report import analyze, write_tables
@@ -40,7 +41,7 @@ def run(cfg, base_args: list[str] | None = None) -> dict:
         raise ConfigError(f"sweep.backend='{s.backend}' is unknown; choose ray or local")
     sweep_dir = Path(s.out_dir).resolve()
     base_args = command_line_overrides() if base_args is None else base_args
-    shared, points = sw.plan(cfg, base_args, sweep_dir)
+    shared, points = sw.plan(cfg, base_args, sweep_dir, compose)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_json(sweep_dir / "sweep.json", {"sweep": OmegaConf.to_container(s, resolve=True),
                                           "command_line": base_args,

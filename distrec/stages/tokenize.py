@@ -15,9 +15,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from distrec.artifacts import Timer, check_same_dataset, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
-from distrec.clustering.kmeans import KMeansWorker, LocalPool
 from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
+from distrec.parallel.executor import executor
 from distrec.tokenize.quantizers import build_quantizer
 from distrec.tokenize.report import format_report, quality_report
 from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level, row_keys
@@ -36,22 +36,14 @@ def training_items(data_dir: Path) -> np.ndarray:
     return load_prepared(data_dir).train_item_ids()
 
 
-def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, cluster):
+def streamed_rq_kmeans(q, tcfg, paths, checkpoint_dir, run_on):
     """Fit + encode RQ-KMeans over the shards; returns (item_ids, codes, sq_err, sq_norm)."""
-    if tcfg.num_workers > 0:
-        from distrec.parallel.kmeans import RayPool
-
-        pool = RayPool(paths, tcfg.num_workers, batch_rows=tcfg.batch_rows,
-                       normalize_residuals=tcfg.normalize_residuals, num_gpus=tcfg.gpus_per_worker, cluster=cluster)
-    else:
-        pool = LocalPool([KMeansWorker(VectorShards(paths, batch_rows=tcfg.batch_rows),
-                                       normalize_residuals=tcfg.normalize_residuals)])
+    pool = run_on.kmeans_pool(paths, tcfg)
     try:
         q.fit_pool(pool, checkpoint_dir)
         parts = pool.call("encode", None, q.codebooks)
     finally:
-        if hasattr(pool, "shutdown"):
-            pool.shutdown()
+        pool.shutdown()
     ids = np.concatenate([p[0] for p in parts])
     codes = np.concatenate([p[1] for p in parts]).astype(np.int64)
     sq_err = None if tcfg.normalize_residuals else sum(p[2] for p in parts)
@@ -89,13 +81,14 @@ def run(cfg):
     check_same_dataset(cfg.paths.embeddings, cfg.data.name)
     emb_dir, out = Path(cfg.paths.embeddings) / "item_embeddings", Path(cfg.paths.sids)
     paths = shard_paths(emb_dir)
-    q = build_quantizer(tcfg, progress=cfg.progress)
+    run_on = executor(tcfg.num_workers, cfg.cluster, "tokenizer.num_workers")
+    q = build_quantizer(tcfg, progress=cfg.progress).run_on(run_on)
     timer = Timer()
     with staged_output(out) as tmp:
         x = None
         if tcfg.method == "rq_kmeans" and tcfg.train_items == "all":
             with timer("fit+encode"):
-                ids, codes, sq_err, sq_norm = streamed_rq_kmeans(q, tcfg, paths, tmp / "checkpoints", cfg.cluster)
+                ids, codes, sq_err, sq_norm = streamed_rq_kmeans(q, tcfg, paths, tmp / "checkpoints", run_on)
             fit_items = len(ids)
         else:
             with timer("read"):

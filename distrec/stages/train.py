@@ -1,6 +1,7 @@
 """`distrec train`: prepared data (+ SID table) -> train/ (checkpoints, weights, model.json, logs).
 
-Runs the engine in this process when `engine.num_workers == 0`, under Ray Train otherwise.
+Runs the engine where `engine.num_workers` says (distrec.parallel.executor): in this process, or
+on Ray Train workers.
 The train/ directory is written in place (its checkpoints are each atomic) so an interrupted run
 resumes; `manifest.json` appears last, when the run is complete.
 """
@@ -14,17 +15,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, check_same_dataset, dir_hash, write_manifest, wrote
-from distrec.data.batches import SequenceData
+from distrec.artifacts import Timer, write_manifest, wrote
 from distrec.errors import ConfigError
 from distrec.train.checkpoint import complete_checkpoints, model_identity
 from distrec.train.logs import CURVE
 from distrec.train.weights import SUFFIXES as WEIGHTS_SUFFIXES
 
 log = logging.getLogger("distrec.train")
-
-# Methods over plain item ids; every other method reads the SID table at `paths.sids`.
-ID_METHODS = {"sasrec", "hstu_retrieval"}
 
 
 def _existing_run(train_dir: Path) -> bool:
@@ -33,10 +30,11 @@ def _existing_run(train_dir: Path) -> bool:
 
 def run(cfg) -> dict:
     from distrec.data.dataset import load_prepared
-    from distrec.models.recommender import Catalog, build_model
+    from distrec.models.recommender import Catalog, build_model, method_class
+    from distrec.parallel.executor import executor
     from distrec.train.export import ITEM_COUNTS
     from distrec.train.loop import TrainJob, check_batches, check_train_config
-    from distrec.train.trainer import fit
+    from distrec.train.trainer import export_run
 
     check_train_config(cfg)
     timer = Timer()
@@ -45,34 +43,33 @@ def run(cfg) -> dict:
         raise ConfigError(f"{train_dir} already holds checkpoints and train.resume=false; nothing was "
                           "overwritten. Delete it, choose another `name`/`paths.train`, or resume.")
     with timer("load"):
-        check_same_dataset(cfg.paths.data, cfg.data.name)
-        data = load_prepared(cfg.paths.data)
-        sequences = SequenceData.from_arrow(data.sequences, source=Path(cfg.paths.data) / "sequences")
+        data = load_prepared(cfg.paths.data, cfg.data.name)
+        sequences = data.sequence_data()
         check_batches(cfg, sequences)
-        sid_table, sid_hash = None, None
-        if cfg.method.name not in ID_METHODS:
+        sid_table = None
+        if method_class(cfg.method.name, cfg.method.module).uses_sids:
             from distrec.tokenize.sid_table import SIDTable
 
             sid_table = SIDTable.load(cfg.paths.sids)
-            sid_hash = sid_table.content_hash
+        sid_hash = sid_table.content_hash if sid_table is not None else None
         item_counts = data.item_counts()
         catalog = Catalog(data.num_items, sid_table, item_counts)
-        data_hash = dir_hash(Path(cfg.paths.data) / "sequences")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data_hash)
+    identity = model_identity(model_cfg, method_cfg, data.num_items, sid_hash, data.content_hash)
     job = TrainJob(cfg=cfg, make_model=functools.partial(build_model, cfg.model, cfg.method, catalog),
-                   num_items=data.num_items, identity=identity, train_dir=str(train_dir),
-                   data=sequences if cfg.engine.num_workers == 0 else None)
+                   num_items=data.num_items, identity=identity, train_dir=str(train_dir))
     info = {"method": method_cfg, "model": model_cfg, "num_items": data.num_items,
             "sids_dir": str(Path(cfg.paths.sids).resolve()) if sid_hash else None,
             "data_dir": str(Path(cfg.paths.data).resolve()), "include_valid": bool(cfg.train.include_valid),
             **_param_counts(job)}
     with timer("train"):  # the first thing that writes into train_dir
-        summary = fit(job, Path(cfg.paths.data).resolve() / "sequences", cfg.cluster, info)
-    np.save(train_dir / ITEM_COUNTS, item_counts)  # read with the weights (export.load_trained_model)
+        run_on = executor(cfg.engine.num_workers, cfg.cluster, "engine.num_workers")
+        latest, checkpoints, summary = run_on.train(job, sequences, Path(cfg.paths.data).resolve() / "sequences")
+        summary = export_run(job, latest, checkpoints, summary, info)
+    np.save(train_dir / ITEM_COUNTS, item_counts)  # read with the weights (export.TrainedModel)
     write_manifest(train_dir, stage="train", config=cfg, timings=timer.phases,
-                   inputs={"data": data_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
+                   inputs={"data": data.content_hash, "sids": sid_hash}, counts={"steps": summary["steps"]},
                    extra={"summary": summary, **identity})
     print(summary_table(summary))
     weights = [f"weights/{stem}{suffix}" for stem in ("best", "last") for suffix in WEIGHTS_SUFFIXES]

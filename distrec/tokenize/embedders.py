@@ -11,7 +11,8 @@ shipped to Ray Data workers (`distrec/parallel/embed.py`) and applied per block,
   hashed into a sparse one-hot space (numeric standardised), idf-weighted, then truncated SVD.
 - `sentence_transformer`: a pretrained sentence-transformers model (`embed.model`), text_encoder.py.
 - `column`: a vector column the user already has in items.parquet (`embed.column`).
-- `famae`: ReSID's learned field encoder (its own issue) plugs in here by adding to `EMBEDDERS`.
+- `famae` (ReSID) is trained, not fitted: a model trained with the engine on the sequences, built by
+  the embed stage (distrec/train/famae.py) with the same interface.
 """
 
 from __future__ import annotations
@@ -34,14 +35,15 @@ EMBEDDERS = {
     "fields": "distrec.tokenize.embedders:FieldsEmbedder",
     "sentence_transformer": "distrec.tokenize.text_encoder:SentenceTransformerEmbedder",
     "column": "distrec.tokenize.embedders:ColumnEmbedder",
-    "famae": "distrec.tokenize.famae_embed:FAMAEEmbedder",  # ReSID
 }
+# embedders that train a model on the sequences with the training engine: the embed stage builds them
+TRAINED = {"famae": "ReSID's field-aware masked auto-encoder (distrec.train.famae)"}
 NOT_FIELDS = {"item_id", "raw_id"}
 
 
 def build_embedder(cfg):
     if cfg.method not in EMBEDDERS:
-        raise ConfigError(f"embed.method='{cfg.method}' is unknown; choose one of {sorted(EMBEDDERS)}")
+        raise ConfigError(f"embed.method='{cfg.method}' is unknown; choose one of {sorted([*EMBEDDERS, *TRAINED])}")
     module, name = EMBEDDERS[cfg.method].split(":")
     try:
         cls = getattr(importlib.import_module(module), name)

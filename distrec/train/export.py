@@ -2,7 +2,9 @@
 fp32 state dicts; `.pt` from runs that predate safetensors) and `train/model.json` (model + method
 config, catalog size, SID-table and data hashes).
 
-    model, info = load_trained_model("runs/beauty/train", which="best")
+    trained = TrainedModel("runs/beauty/train")
+    model = trained.load("best")             # rebuilt from model.json, with the SID table it was trained on
+    trained.info["best_step"], trained.sid_hash, trained.data_hash
 """
 
 from __future__ import annotations
@@ -58,38 +60,79 @@ def export_weights(train_dir: str | Path, latest: Path, checkpoints: dict[int, P
     return info
 
 
-def load_trained_model(train_dir: str | Path, which: str = "best", sid_table=None, device="cpu"):
-    """Rebuild the trained model from model.json and load `weights/<which>` (or a weights file's path).
+class TrainedModel:
+    """The train/ artifact: model.json (model + method config, catalog size, hashes), the exported
+    weights and the item counts. The one place that finds a model's SID table and checks that a SID
+    table or prepared data is the one the model was trained with."""
 
-    The SID table is loaded from the recorded `sids_dir` unless given; its content hash must match
-    the one the model was trained with. Returns (model in eval mode, model.json contents)."""
-    from omegaconf import OmegaConf
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.info = read_json(self.directory / MODEL_JSON)
 
-    from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
-    from distrec.models.recommender import Catalog, build_model
+    @property
+    def sid_hash(self) -> str | None:
+        return self.info.get("sid_hash")
 
-    train_dir = Path(train_dir)
-    info = read_json(train_dir / MODEL_JSON)
-    hint = "which must be best, last or a .safetensors/.pt file; run `distrec train` to completion first"
-    path = Path(which) if which.endswith(SUFFIXES) else require_weights(train_dir / "weights", which,
-                                                                        "trained weights", hint)
-    if not path.exists():
-        raise DataError("trained weights not found", path, hint=hint)
-    if info.get("sid_hash"):
-        if sid_table is None:
-            from distrec.tokenize.sid_table import SIDTable
+    @property
+    def data_hash(self) -> str | None:
+        return self.info.get("data_hash")
 
-            sid_table = SIDTable.load(info["sids_dir"])
-        if sid_table.content_hash != info["sid_hash"]:
-            raise ConfigError(f"{train_dir / MODEL_JSON}: the model was trained with SID table {info['sid_hash']} "
+    @property
+    def num_items(self) -> int:
+        return int(self.info["num_items"])
+
+    def sids_dir(self, sids_dir: str | Path | None = None) -> Path | None:
+        """Where its SID table is: `sids_dir` (paths.sids) when that exists, else where training read it;
+        None for a model over item ids."""
+        if not self.sid_hash:
+            return None
+        return Path(sids_dir) if sids_dir is not None and Path(sids_dir).exists() else Path(self.info["sids_dir"])
+
+    def sid_table(self, sids_dir: str | Path | None = None):
+        """The SID table it was trained with (see `sids_dir`), its content hash checked; None for item ids."""
+        from distrec.tokenize.sid_table import SIDTable
+
+        directory = self.sids_dir(sids_dir)
+        return None if directory is None else self.check_sid_table(SIDTable.load(directory))
+
+    def check_sid_table(self, sid_table):
+        if sid_table.content_hash != self.sid_hash:
+            raise ConfigError(f"{self.directory / MODEL_JSON}: the model was trained with SID table {self.sid_hash} "
                               f"but the given one is {sid_table.content_hash}; evaluate with the SID table it was "
                               "trained on (paths.sids)")
-    counts_path = train_dir / ITEM_COUNTS
-    counts = np.load(counts_path) if counts_path.exists() else None
-    saved = with_legacy_values({"model": info["model"], "method": info["method"]})  # keys it predates
-    model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
-    method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), saved["method"])
-    model = build_model(model_cfg, method_cfg, Catalog(info["num_items"], sid_table, counts))
-    state = read_weights(path, "weights", "re-run `distrec train` (it re-exports the weights from its checkpoints)")
-    model.load_state_dict(state)
-    return model.to(device).eval(), info
+        return sid_table
+
+    def check_data(self, data) -> None:
+        """Refuse prepared data (distrec.data.dataset.PreparedData) other than the data it was trained on."""
+        where = self.directory / MODEL_JSON
+        if self.num_items != data.num_items:
+            raise ConfigError(f"{where}: the model was trained on {self.num_items} items but {data.directory} "
+                              f"has {data.num_items}; evaluate on the prepared data it was trained on (paths.data)")
+        if self.data_hash and self.data_hash != data.content_hash:
+            raise ConfigError(f"{where}: the model was trained on prepared data {self.data_hash} but "
+                              f"{data.directory} is {data.content_hash}; set paths.data to the data it was trained on")
+
+    def load(self, which: str = "best", sid_table=None, device="cpu"):
+        """The model rebuilt from model.json with `weights/<which>` (or a weights file's path) loaded,
+        in eval mode on `device`. `sid_table`: given (checked), else found with `sid_table()`."""
+        from omegaconf import OmegaConf
+
+        from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
+        from distrec.models.recommender import Catalog, build_model
+
+        hint = "which must be best, last or a .safetensors/.pt file; run `distrec train` to completion first"
+        path = Path(which) if which.endswith(SUFFIXES) else require_weights(self.directory / "weights", which,
+                                                                            "trained weights", hint)
+        if not path.exists():
+            raise DataError("trained weights not found", path, hint=hint)
+        if self.sid_hash:
+            sid_table = self.sid_table() if sid_table is None else self.check_sid_table(sid_table)
+        counts_path = self.directory / ITEM_COUNTS
+        counts = np.load(counts_path) if counts_path.exists() else None
+        saved = with_legacy_values({"model": self.info["model"], "method": self.info["method"]})  # keys it predates
+        model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
+        method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), saved["method"])
+        model = build_model(model_cfg, method_cfg, Catalog(self.num_items, sid_table, counts))
+        state = read_weights(path, "weights", "re-run `distrec train` (it re-exports the weights from its checkpoints)")
+        model.load_state_dict(state)
+        return model.to(device).eval()

@@ -73,7 +73,7 @@ class MetricsLog:
 
 def plot_curve(rows: list[dict], metric: str, path: Path) -> Path:
     """Train loss (top) and validation `metric` (bottom, best step marked) against the step."""
-    from distrec.scaling.plots import pyplot, save_figure
+    from distrec.figures import pyplot, save_figure
 
     train = [(r["step"], r["loss"]) for r in rows if r["split"] == "train" and "loss" in r]
     valid = [(r["step"], r[metric]) for r in rows if r["split"] == "valid" and metric in r]

@@ -90,7 +90,6 @@ class TrainJob:
     num_items: int
     identity: dict  # model/SID/data hashes (distrec.train.checkpoint.model_identity)
     train_dir: str
-    data: SequenceData | None = None  # None under Ray: read from the Ray Data shard
     extra: dict = field(default_factory=dict)
 
 

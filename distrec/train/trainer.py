@@ -1,4 +1,6 @@
-"""Run a training job in this process (`engine.num_workers=0`) or under Ray Train, then export.
+"""A training job from start to exported weights: `train_in_process` runs it here (the Ray path is
+distrec.parallel.train; distrec.parallel.executor chooses), `export_run` writes train/weights and
+model.json from its checkpoints.
 
 The in-process path is what GPU hosts without Ray and speed/memory measurements use: with
 `engine.kind=deepspeed` it still runs the model through the DeepSpeed engine (one-process group);
@@ -11,32 +13,27 @@ from pathlib import Path
 
 import torch
 
-from distrec.train.checkpoint import complete_checkpoints, latest_checkpoint, read_state
-from distrec.train.engine import check_engine_config, init_single_process
+from distrec.data.batches import SequenceData
+from distrec.train.checkpoint import complete_checkpoints, latest_checkpoint
+from distrec.train.engine import init_single_process
 from distrec.train.export import export_weights
 from distrec.train.loop import LocalSession, TrainJob, select_metric, train_loop
 
 
-def fit(job: TrainJob, sequences_dir: str | Path | None = None, cluster_cfg=None, info: dict | None = None) -> dict:
-    """Train, export train/weights + model.json; returns the run summary."""
+def train_in_process(job: TrainJob, sequences: SequenceData) -> tuple[Path, dict, dict]:
+    """Train in this process; returns (latest checkpoint, {step: checkpoint}, run summary)."""
     e = job.cfg.engine
-    check_engine_config(e)
-    metric = select_metric(job.cfg)
-    train_dir = Path(job.train_dir)
-    if e.num_workers == 0:
-        device = torch.device("cuda", 0) if e.use_gpu else torch.device("cpu")
-        if e.kind == "deepspeed":
-            init_single_process("nccl" if e.use_gpu else "gloo")
-        session = LocalSession(train_dir, job.cfg.train.keep_checkpoints, device)
-        summary = train_loop(job, session, job.data)
-        checkpoints = dict(complete_checkpoints(session.root))
-        latest = latest_checkpoint(session.root)
-    else:
-        from distrec.parallel.train import run_ray_training
+    device = torch.device("cuda", 0) if e.use_gpu else torch.device("cpu")
+    if e.kind == "deepspeed":
+        init_single_process("nccl" if e.use_gpu else "gloo")
+    session = LocalSession(Path(job.train_dir), job.cfg.train.keep_checkpoints, device)
+    summary = train_loop(job, session, sequences)
+    return latest_checkpoint(session.root), dict(complete_checkpoints(session.root)), summary
 
-        latest, checkpoints = run_ray_training(job, sequences_dir, cluster_cfg)
-        summary = dict(read_state(latest).get("summary") or {})
+
+def export_run(job: TrainJob, latest: Path, checkpoints: dict, summary: dict, info: dict | None = None) -> dict:
+    """Export train/weights + model.json; returns the summary with the exported model's facts."""
     hashes = {k: v for k, v in job.identity.items() if k != "model_config"}  # model.json has the config
-    summary["model"] = export_weights(train_dir, latest, checkpoints,
-                                      {**(info or {}), **hashes, "select_metric": metric})
+    summary["model"] = export_weights(Path(job.train_dir), latest, checkpoints,
+                                      {**(info or {}), **hashes, "select_metric": select_metric(job.cfg)})
     return summary

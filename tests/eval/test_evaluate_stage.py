@@ -58,9 +58,10 @@ def test_metrics_json_predictions_and_protocol(trained, capsys):
 def test_metrics_match_an_independent_full_score_ranking(trained):
     from distrec.data.batches import SequenceData, collate_eval, eval_rows
     from distrec.eval.metrics import ranks_from_scores
-    from distrec.train.export import load_trained_model
+    from distrec.train.export import TrainedModel
 
-    model, info = load_trained_model(trained / "train", "best")
+    handle = TrainedModel(trained / "train")
+    model, info = handle.load("best"), handle.info
     data = SequenceData.from_arrow(pq.read_table(trained / "data" / "sequences"))
     rows, pos = eval_rows(data, "test")
     batch = collate_eval(data, rows, pos, info["model"]["max_history"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distrec.models.methods.famae import FAMAE, FieldSpec, famae_sequences
-from distrec.tokenize.famae_embed import bucketize, item_field_tables
+from distrec.train.famae import bucketize, item_field_tables
 
 
 def tiny(num_items=50, dim=16, sampled_min_vocab=20):

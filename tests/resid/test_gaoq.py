@@ -112,8 +112,10 @@ def test_built_from_config():
 
 @pytest.mark.ray
 def test_ray_subtrees_match_in_process(ray_local):
+    from distrec.parallel.executor import OnRay
+
     x = np.random.default_rng(5).standard_normal((2000, 16)).astype(np.float32)
     local = GAOQ(branching=[6, 5], progress=False).fit(x)
-    distributed = GAOQ(branching=[6, 5], num_workers=2, progress=False).fit(x)
+    distributed = GAOQ(branching=[6, 5], progress=False).run_on(OnRay(2)).fit(x)
     np.testing.assert_array_equal(distributed.encode(x), local.encode(x))
     np.testing.assert_array_equal(distributed.node_centroids, local.node_centroids)

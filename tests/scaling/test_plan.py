@@ -26,7 +26,7 @@ def test_point_ids_are_stable_and_distinct():
 
 def test_plan_shares_data_between_points_with_equal_data_keys(tmp_path):
     cfg = compose(["+sweep.grid={model.size:[debug,small],data.synthetic.num_items:[300,400]}"])
-    shared, points = plan(cfg, ["train.max_steps=3", "stage=sweep", "sweep.max_concurrent=2"], tmp_path)
+    shared, points = plan(cfg, ["train.max_steps=3", "stage=sweep", "sweep.max_concurrent=2"], tmp_path, compose)
     assert len(points) == 4 and len(shared) == 2
     assert all(s.stages == ["prepare"] for s in shared)  # SASRec reads item ids only
     for p in points:
@@ -41,13 +41,13 @@ def test_plan_shares_data_between_points_with_equal_data_keys(tmp_path):
 
 def test_command_line_is_the_point_without_a_grid(tmp_path):
     """What `distrec sweep --multirun model.size=debug,small` runs: one point per Hydra job."""
-    _, (point,) = plan(compose([]), ["model.size=debug", "train.max_steps=3", "stage=sweep"], tmp_path)
+    _, (point,) = plan(compose([]), ["model.size=debug", "train.max_steps=3", "stage=sweep"], tmp_path, compose)
     assert point.values == {"model.size": "debug", "train.max_steps": 3}
 
 
 def test_typo_and_reserved_keys_fail_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="modle"):
-        plan(compose(["+sweep.grid={modle.size:[debug]}"]), [], tmp_path)
+        plan(compose(["+sweep.grid={modle.size:[debug]}"]), [], tmp_path, compose)
     with pytest.raises(ConfigError, match="paths"):
-        plan(compose(["+sweep.grid={paths.root:[x]}"]), [], tmp_path)
+        plan(compose(["+sweep.grid={paths.root:[x]}"]), [], tmp_path, compose)
     assert not any(Path(tmp_path).iterdir())

@@ -58,10 +58,11 @@ def logged(train_dir):
 
 
 def test_exported_model_loads_and_recommends(runs):
-    from distrec.train.export import load_trained_model
+    from distrec.train.export import TrainedModel
 
     out, _, ds = runs
-    model, info = load_trained_model(out / "ds", "best")
+    trained = TrainedModel(out / "ds")
+    model, info = trained.load("best"), trained.info
     assert info["best_step"] == ds["best_step"] and info["num_items"] == 1682
     batch = {"input_ids": torch.tensor([[0, 0, 3, 5]]), "user_ids": torch.tensor([1])}
     ids, scores = model.recommend(batch, 10)
@@ -108,7 +109,7 @@ def test_a_model_json_from_before_a_config_key_existed_loads_as_it_was_trained(t
     from distrec.artifacts import write_json
     from distrec.models.config import MethodConfig, ModelConfig
     from distrec.models.recommender import Catalog, build_model
-    from distrec.train.export import load_trained_model
+    from distrec.train.export import TrainedModel
 
     model = {"backbone": "hstu", "d_model": 16, "n_layers": 1, "n_heads": 1, "max_history": 8}
     method = {"name": "hstu_retrieval", "normalize": True}
@@ -117,7 +118,7 @@ def test_a_model_json_from_before_a_config_key_existed_loads_as_it_was_trained(t
     (tmp_path / "weights").mkdir()
     torch.save(trained.state_dict(), tmp_path / "weights" / "best.pt")
     write_json(tmp_path / "model.json", {"model": model, "method": method, "num_items": 30})
-    loaded, _ = load_trained_model(tmp_path, "best")
+    loaded = TrainedModel(tmp_path).load("best")
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in trained.state_dict().items())
 
 
@@ -191,7 +192,7 @@ def test_a_crafted_checkpoint_file_is_refused_and_runs_nothing(runs, prepared, t
 
 
 def test_crafted_weights_are_refused_and_run_nothing(runs, tmp_path):
-    from distrec.train.export import load_trained_model
+    from distrec.train.export import TrainedModel
 
     out, _, _ = runs
     run_dir, marker = tmp_path / "ds", tmp_path / "code-ran"
@@ -199,7 +200,7 @@ def test_crafted_weights_are_refused_and_run_nothing(runs, tmp_path):
     (run_dir / "weights" / "best.safetensors").unlink()  # a run from before safetensors: weights/best.pt
     torch.save({"weight": Payload(marker)}, run_dir / "weights" / "best.pt")
     with refused(run_dir / "weights" / "best.pt"):
-        load_trained_model(run_dir, "best")
+        TrainedModel(run_dir).load("best")
     assert not marker.exists()
 
 

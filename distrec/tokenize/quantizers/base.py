@@ -54,6 +54,11 @@ class Quantizer:
     def last_level_distances(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{self.method} cannot rank last-level codes (use dedup=digit)")
 
+    def run_on(self, executor) -> "Quantizer":
+        """Run the parallel parts of `fit` where `executor` says (distrec.parallel.executor: in this
+        process or on Ray workers); the codes do not depend on it. Most quantizers have none."""
+        return self
+
     # ---- persistence: quantizer.json (method + params) and arrays.npz; subclasses add torch files
     def _state(self) -> tuple[dict, dict]:
         """(JSON-able params, dict of numpy arrays)."""

@@ -12,7 +12,7 @@ The same code index therefore points the same way under every prefix ("global al
 indices, the paper's Q2 ablation (`tokenizer.method=hkmeans_local`).
 
 Nodes below level 0 are independent given the shared anchors, so each level-0 cluster's subtree
-is fitted as one job: in-process, or batched into Ray tasks (`num_workers > 0`, distrec/parallel/gaoq.py).
+is fitted as one job: in-process, or batched into Ray tasks (`run_on`; distrec/parallel/gaoq.py).
 Branching factors: `tokenizer.branching` ([b_0, ..., b_{L-1}], or without the last entry, which is
 then the largest population a last-level node can have); empty = derived from the catalog size
 (b_0 = b_1 ~ sqrt(N / 15), the paper's b_0 * b_1 ~ N / 10-20 rule).
@@ -159,10 +159,11 @@ class GAOQ(Quantizer):
     align = True
 
     def __init__(self, levels: int = 3, branching: list[int] | None = None, iters: int = 20, seed: int = 0,
-                 num_workers: int = 0, progress: bool = True, points_per_centroid: int = 256):
+                 progress: bool = True, points_per_centroid: int = 256):
         self.levels, self.branching_cfg = levels, list(branching or [])
         self.points_per_centroid = points_per_centroid
-        self.iters, self.seed, self.num_workers, self.progress = iters, seed, num_workers, progress
+        self.iters, self.seed, self.progress = iters, seed, progress
+        self.fit_subtrees = fit_subtrees  # (x, jobs, plan, progress) -> parts: in this process unless `run_on`
         self.branching: list[int] = []
         self.anchors: list[np.ndarray] = []
         self.top_centroids = None  # float32 [b_0, d]
@@ -177,8 +178,11 @@ class GAOQ(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.levels, list(cfg.branching), cfg.kmeans_iters, cfg.seed, cfg.num_workers, progress,
-                   cfg.points_per_centroid)
+        return cls(cfg.levels, list(cfg.branching), cfg.kmeans_iters, cfg.seed, progress, cfg.points_per_centroid)
+
+    def run_on(self, executor) -> "GAOQ":
+        self.fit_subtrees = executor.fit_subtrees  # the level-0 clusters' subtrees, in parallel
+        return self
 
     def _plan(self, dim: int) -> Plan:
         anchors = [np.zeros((0, dim), np.float32)] + [
@@ -207,12 +211,7 @@ class GAOQ(Quantizer):
                                                       points_per_centroid=self.points_per_centroid)
         jobs = [(c, np.flatnonzero(top == c), self.top_centroids[c]) for c in range(self.branching[0])]
         with timer("subtrees"):
-            if self.num_workers > 0:
-                from distrec.parallel.gaoq import fit_subtrees_ray
-
-                parts = fit_subtrees_ray(x, jobs, plan, self.num_workers, self.progress)
-            else:
-                parts = fit_subtrees(x, jobs, plan, self.progress)
+            parts = self.fit_subtrees(x, jobs, plan, self.progress)
         codes = np.empty((len(x), self.levels), dtype=np.int64)
         codes[:, 0] = top
         for (_, rows, _), (sub_codes, _, _) in zip(jobs, parts):
@@ -293,7 +292,7 @@ class GAOQ(Quantizer):
     # ---- persistence
     def _state(self):
         params = dict(levels=self.levels, branching=self.branching, iters=self.iters, seed=self.seed,
-                      num_workers=self.num_workers, points_per_centroid=self.points_per_centroid, stats=self.stats)
+                      points_per_centroid=self.points_per_centroid, stats=self.stats)
         arrays = {"top_centroids": self.top_centroids, "node_prefixes": self.node_prefixes,
                   "node_centroids": self.node_centroids, "fitted_hashes": self.fitted_hashes,
                   "fitted_codes": self.fitted_codes}
@@ -302,6 +301,7 @@ class GAOQ(Quantizer):
 
     def _load_state(self, params, arrays, directory):
         stats = params.pop("stats", {})
+        params.pop("num_workers", None)  # saved before `run_on`: where it ran, not what it is
         self.__init__(**params, progress=False)
         self.branching, self.stats = list(params["branching"]), stats
         for name in ("top_centroids", "node_prefixes", "node_centroids", "fitted_hashes", "fitted_codes"):

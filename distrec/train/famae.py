@@ -5,9 +5,9 @@ the concatenation of each item's learned field embeddings as its vector.
 
 Fields: the item id plus every non-text field of items.parquet (`embed.famae.fields` to choose):
 categorical ids, multi-valued attribute/genre sets, numeric fields in quantile buckets. Training
-runs the FAMAE model through `distrec.train.trainer.fit` (DeepSpeed engine, in-process or Ray
-Train) with its own hyperparameters (`embed.famae.*`), validating on Recall/NDCG@10 with every
-target field masked. Afterwards the two diagnostics of the paper are measured on the test split
+runs the FAMAE model through the training loop (DeepSpeed engine; in-process or on Ray Train workers,
+as the executor the embed stage hands it says) with its own hyperparameters (`embed.famae.*`),
+validating on Recall/NDCG@10 with every target field masked. Afterwards the two diagnostics of the paper are measured on the test split
 and written to `<famae.train_dir>/diagnostics.json`:
   - recall@10 of the target item with ALL its fields masked (collaborative capability);
   - recall@10 of the item id with ONLY the item-id field masked (discriminative semantics).
@@ -131,10 +131,12 @@ def diagnostics(model: FAMAE, sequences, split: str, max_history: int, max_users
 # ------------------------------------------------------------------ the embedder
 
 class FAMAEEmbedder:
-    def __init__(self, cfg):
-        self.cfg = cfg
+    """The embedder interface (inputs, fit, transform) over a FAMAE trained on the prepared data.
+    `run_on` is where training runs (distrec.parallel.executor: InProcess or OnRay)."""
+
+    def __init__(self, cfg, run_on, progress: bool = True):
+        self.cfg, self.run_on, self.progress = cfg, run_on, progress
         self.data = self.vectors = self.diagnostics = None
-        self.progress = True
 
     def inputs(self, data) -> pa.Table:
         self.data = data  # FAMAE learns from the sequences too, not only the item table
@@ -144,8 +146,8 @@ class FAMAEEmbedder:
         """Train on the whole prepared data given to `inputs` (a fit sample of items is not used)."""
         from distrec.data.batches import SequenceData
         from distrec.train.checkpoint import config_hash, model_identity
-        from distrec.train.loop import TrainJob
-        from distrec.train.trainer import fit
+        from distrec.train.loop import TrainJob, check_train_config
+        from distrec.train.trainer import export_run
         from distrec.train.weights import read_weights, require_weights
 
         f, data = self.cfg.famae, self.data
@@ -159,11 +161,13 @@ class FAMAEEmbedder:
                                   data.num_items, None, dir_hash(where / "sequences"))
         train_dir = Path(f.train_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
-        job = TrainJob(cfg=job_config(self.cfg, self.progress), make_model=functools.partial(build_famae, specs, tables, f),
-                       num_items=data.num_items, identity=identity, train_dir=str(train_dir),
-                       data=sequences if f.num_workers == 0 else None)
-        summary = fit(job, where / "sequences", None,
-                      {"method": {"name": "famae"}, "famae": famae_cfg, "config_hash": config_hash(famae_cfg)})
+        job_cfg = job_config(self.cfg, self.progress)
+        check_train_config(job_cfg)
+        job = TrainJob(cfg=job_cfg, make_model=functools.partial(build_famae, specs, tables, f),
+                       num_items=data.num_items, identity=identity, train_dir=str(train_dir))
+        latest, checkpoints, summary = self.run_on.train(job, sequences, where / "sequences")
+        summary = export_run(job, latest, checkpoints, summary,
+                             {"method": {"name": "famae"}, "famae": famae_cfg, "config_hash": config_hash(famae_cfg)})
         torch.manual_seed(self.cfg.seed)
         model = build_famae(specs, tables, f)
         hint = "delete embed.famae.train_dir and run `distrec embed` again"
