@@ -17,7 +17,7 @@ from distrec.parallel.config import ClusterConfig
 from distrec.pipeline import ARTIFACTS
 from distrec.scaling.config import SweepConfig
 from distrec.tokenize.config import EmbedConfig, TokenizerConfig
-from distrec.train.config import EngineConfig, TrainConfig
+from distrec.train.config import EngineConfig, FAMAEConfig, TrainConfig
 
 # Artifact directories, one per artifact of the stage graph (distrec.pipeline): each stage writes one
 # and reads the ones before it; `root` holds them all unless one is overridden.
@@ -34,6 +34,7 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     data: DataConfig = field(default_factory=DataConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    famae: FAMAEConfig = field(default_factory=FAMAEConfig)  # embed.method=famae
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -103,11 +104,31 @@ def compose(overrides: list[str] | None = None, config_name: str = "config"):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    if GlobalHydra.instance().is_initialized():
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
-    else:
-        register()
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+    try:
+        if GlobalHydra.instance().is_initialized():
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        else:
+            register()
+            with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+                cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    except Exception as e:  # a value the schema refuses: say which key and what it takes, as the CLI does
+        invalid = schema_error(e)
+        if invalid is None:
+            raise
+        raise invalid from None
     check_config(cfg)
     return cfg
+
+
+def schema_error(error: BaseException):
+    """A ConfigError naming the key and the accepted values for an OmegaConf validation error found in
+    `error`'s causes (Hydra wraps it), else None."""
+    from omegaconf.errors import ValidationError
+
+    from distrec.errors import ConfigError
+
+    while error is not None and not isinstance(error, ValidationError):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    return ConfigError(f"{error.full_key}: {error.msg}")

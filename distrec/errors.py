@@ -40,7 +40,7 @@ MEMORY_KNOBS = {
     "prepare": "the catalog (data.synthetic.num_items / num_users, or data.min_*_interactions for real data), "
                "or data.synthetic.shard_items / shard_users (rows generated at once)",
     "embed": "embed.batch_size / embed.encode_batch_size, or the catalog",
-    "tokenize": "tokenizer.rqvae_batch_size or the codebook sizes, or the catalog",
+    "tokenize": "tokenizer.rqvae.batch_size or the codebook sizes, or the catalog",
     "train": "the model (model.size, model.d_model: the item table is catalog x d_model), train.micro_batch_size, "
              "eval.batch_size (each validated user scores the whole catalog), or split the model and its optimizer "
              "state over workers (engine=zero2 / zero3)",

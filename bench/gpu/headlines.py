@@ -112,13 +112,14 @@ def build_inputs(cfg, runs: Path) -> dict:
     from distrec.stages.run import pipeline
 
     section = lambda name: OmegaConf.to_container(cfg[name], resolve=True)  # noqa: E731
-    with open_dict(cfg):  # paths inside the sections (embed.famae.train_dir) follow paths.root: one for all
+    with open_dict(cfg):  # paths inside the sections (famae.train_dir) follow paths.root: one for all
         cfg.paths.root = str(runs)
     keys = {"data": _key(cfg.data.name, section("data")), "sids": None}
     with open_dict(cfg):
         cfg.paths.data = str(runs / keys["data"])
-        cfg.paths.embeddings = str(runs / _key("embed", section("data"), section("embed")))
-        cfg.paths.sids = str(runs / _key(cfg.tokenizer.method, section("data"), section("embed"), section("tokenizer")))
+        embedded = (section("data"), section("embed")) + ((section("famae"),) if cfg.embed.method == "famae" else ())
+        cfg.paths.embeddings = str(runs / _key("embed", *embedded))
+        cfg.paths.sids = str(runs / _key(cfg.tokenizer.method, *embedded, section("tokenizer")))
     stage = cfg.stage
     for step in pipeline(cfg):
         if not step.shared:  # train and evaluate: the reproduction's own

@@ -172,7 +172,7 @@ def main():
     args, overrides = p.parse_known_args()
     torch.set_num_threads(1)
     cfg = compose(["stage=train", "experiment=rpg_beauty", f"paths.root={args.root}", f"paths.sids={args.sids}",
-                   "engine=plain", "engine.precision=fp32", "method.rpg_embd_dropout=0", "method.rpg_attn_dropout=0",
+                   "engine=plain", "engine.precision=fp32", "method.rpg.embd_dropout=0", "method.rpg.attn_dropout=0",
                    f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}", *overrides])
     data = load_prepared(cfg.paths.data)
     seq = SequenceData.from_arrow(data.sequences)

@@ -168,11 +168,11 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
 
 
 def make_split(cfg, offsets, time, lengths):
-    if cfg.split == "leave_one_out":
+    if cfg.split == "leave_one_out":  # else temporal (data.config.Split)
         valid, test = splits.leave_one_out(lengths)
         spec = {"kind": "leave_one_out", "valid": "second to last item", "test": "last item",
                 "min_length_for_targets": 3}
-    elif cfg.split == "temporal":
+    else:
         if time is None:
             raise ConfigError(f"data.split=temporal needs timestamps and {cfg.name} has none; use data.split=leave_one_out")
         valid_start, test_start = splits.temporal_cutoffs(time, cfg)
@@ -180,8 +180,6 @@ def make_split(cfg, offsets, time, lengths):
         spec = {"kind": "temporal", "valid_start": valid_start, "test_start": test_start,
                 "valid_frac": cfg.temporal_valid_frac, "test_frac": cfg.temporal_test_frac,
                 "users_with_test_but_no_valid_period_interaction": test_without_valid, "keep": keep}
-    else:
-        raise ConfigError(f"data.split='{cfg.split}' is unknown; choose leave_one_out or temporal")
     spec["counts"] = {"users": int(len(lengths)), "valid_users": int((valid >= 0).sum()),
                       "test_users": int((test >= 0).sum())}
     spec["train_prefix"] = "items[:valid_pos]; all items when valid_pos = -1 (then test_pos = -1 too)"

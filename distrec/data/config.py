@@ -1,7 +1,18 @@
 """Config of the `prepare` stage: which raw dataset, how to read it, filter and split it."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
+
+
+class Split(StrEnum):
+    leave_one_out = "leave_one_out"  # valid = second-to-last item, test = last
+    temporal = "temporal"  # global time cut-offs
+
+
+class Categories(StrEnum):
+    hierarchy = "hierarchy"  # a category path -> category_1..3
+    tags = "tags"  # unordered (e.g. genres)
 
 
 @dataclass
@@ -47,8 +58,8 @@ class DataConfig:
     min_item_interactions: int = 0
     max_history: Optional[int] = None  # keep only the last N interactions per user
     min_rating: Optional[float] = None  # drop interactions rated below this (explicit-feedback data)
-    categories: str = "hierarchy"  # hierarchy (category path -> category_1..3) | tags (unordered, e.g. genres)
-    split: str = "leave_one_out"  # leave_one_out | temporal
+    categories: Categories = Categories.hierarchy  # hierarchy (category path -> category_1..3) | tags (unordered, e.g. genres)
+    split: Split = Split.leave_one_out
     temporal_valid_frac: float = 0.1  # temporal split: fraction of time span for validation
     temporal_test_frac: float = 0.1
     temporal_valid_start: Optional[int] = None  # explicit global cut-offs (unix seconds) override the fractions

@@ -270,8 +270,6 @@ def write_sequences(catalog: Catalog, cfg, tmp: Path, user_shards: int) -> dict:
     if data.split == "temporal":  # global cut-offs over the nominal time range of the generator
         nominal = np.array([START_TIME, START_TIME + TIME_SPAN])
         cuts = splits.temporal_cutoffs(nominal, data)
-    elif data.split != "leave_one_out":
-        raise ConfigError(f"data.split='{data.split}' is unknown; choose leave_one_out or temporal")
     length_hist = np.zeros(syn.max_length + 1, np.int64)
     next_user, interactions, dropped_after_target, valid_users, test_users = 1, 0, 0, 0, 0
     bounds = np.linspace(0, syn.num_users, user_shards + 1).astype(np.int64)

@@ -1,15 +1,31 @@
 """Config of the `evaluate` stage; it becomes the serialised evaluation protocol."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
+
+
+class EvalSplit(StrEnum):
+    valid = "valid"  # predict each user's validation item
+    test = "test"
+
+
+class Decoding(StrEnum):
+    """How a generative method produces items (each method declares which it has: Recommender.decodings)."""
+
+    auto = "auto"  # the method's own
+    beam = "beam"  # constrained beam search over the SID trie
+    exhaustive = "exhaustive"  # every item's SID scored
+    holistic = "holistic"  # RPG: every item scored from the digit distributions
+    graph = "graph"  # RPG: propagation over the item graph
 
 
 @dataclass
 class EvalConfig:
-    split: str = "test"  # valid | test
+    split: EvalSplit = EvalSplit.test
     ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20])
     beam_width: int = 20  # generative decoding; must be >= max(ks)
-    decoding: str = "auto"  # auto | beam | exhaustive | holistic | graph
+    decoding: Decoding = Decoding.auto
     filter_history: bool = False  # mask items already in the history (not the papers' protocol)
     batch_size: int = 256
     # beam search: at most this many (user, beam) rows per forward; a batch of more users is cut into

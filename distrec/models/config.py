@@ -2,7 +2,54 @@
 
 import copy
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
+
+from distrec.eval.config import Decoding
+
+
+class HSTUInit(StrEnum):
+    meta = "meta"  # Meta's research code: bias-free N(0, 0.02) UVQK, xavier output
+    torch = "torch"
+
+
+class Loss(StrEnum):  # sasrec, hstu_retrieval
+    softmax = "softmax"  # full softmax over the catalog
+    sampled_softmax = "sampled_softmax"
+    bce = "bce"  # one sampled negative
+
+
+class QueryTime(StrEnum):  # hstu_retrieval: the time a position's time-gap bias measures from
+    next = "next"  # the next item's (Meta)
+    current = "current"
+
+
+class Merger(StrEnum):  # ACERec: how an item's m SID tokens become k latents
+    atm = "atm"  # the attentive token merger
+    mean = "mean"
+    mlp = "mlp"
+    conv = "conv"
+
+
+class Intent(StrEnum):  # ACERec's intent token
+    summary = "summary"  # initialised from the item summary
+    static = "static"
+    none = "none"
+
+
+class LossPositions(StrEnum):
+    all = "all"  # every history position carries the loss
+    last = "last"
+
+
+class AlignAverage(StrEnum):  # IntRR's L_aln
+    occurrence = "occurrence"  # over every history item of every labelled prefix (released)
+    item = "item"
+
+
+class IntRRInit(StrEnum):
+    released = "released"  # UID table and codebooks N(0, 1)
+    distrec = "distrec"  # N(0, 0.02), N(0, 1/d)
 
 
 @dataclass
@@ -25,7 +72,7 @@ class ModelConfig:
     rel_max_distance: int = 128  # t5: distance of the last bucket
     num_time_buckets: int = 128  # hstu: log time-gap buckets
     kernel: str = "pytorch"  # hstu attention kernel (registry in backbones/hstu.py)
-    init: str = "meta"  # hstu: meta (Meta's research code: bias-free N(0, 0.02) UVQK, xavier output) | torch
+    init: HSTUInit = HSTUInit.meta  # hstu
     norm_affine: bool = False  # hstu: learnable layer-norm scale/shift (Meta's: none)
     # recompute each block's activations in the backward pass instead of keeping them (memory for time;
     # the same losses): the backbones and SASRec's blocks
@@ -37,14 +84,14 @@ class AceRecConfig:
     """ACERec (methods.md §1). Defaults from the paper summaries; see docs/acerec.md for the open choices."""
 
     k: int = 4  # latents per item (compression r = m / k)
-    merger: str = "atm"  # atm | mean | mlp | conv (ablation)
-    intent: str = "summary"  # summary (Intent Token initialised from the item summary) | static | none
+    merger: Merger = Merger.atm
+    intent: Intent = Intent.summary
     gamma: float = 0.03  # MTP temperature
     tau: float = 0.07  # ISA temperature
     beta: float = 0.02  # ISA popularity (logQ) correction strength
     isa_weight: float = 0.1  # lambda; 0 turns ISA off
     recon_weight: float = 0.03  # alpha (v2); 0 turns the reconstruction decoder off (v1)
-    loss_positions: str = "all"  # all | last: which history positions carry the loss
+    loss_positions: LossPositions = LossPositions.all
 
 
 @dataclass
@@ -58,8 +105,19 @@ class IntRRConfig:
     align_weight: float = 0.1  # lambda of L_aln: the paper's lambda > 0 (released config 0.0 collapses: docs/intrr.md)
     item_ground_truth: bool = False  # item side follows the Stage-1 SID path instead of its own choices
     renormalise_beam: bool = True  # beam: each level's softmax over the valid children only, as released
-    align_average: str = "occurrence"  # L_aln over every history item of every labelled prefix (released) | item
-    init: str = "released"  # released: UID table and codebooks N(0, 1) | distrec: N(0, 0.02), N(0, 1/d)
+    align_average: AlignAverage = AlignAverage.occurrence
+    init: IntRRInit = IntRRInit.released
+
+
+@dataclass
+class RPGConfig:
+    """RPG (methods.md): GPT-2's dropouts and the graph decoding."""
+
+    embd_dropout: float = 0.5  # dropout on item (mean-pooled) + position embeddings (GPT-2 embd_pdrop)
+    attn_dropout: float = 0.5  # attention dropout (GPT-2 attn_pdrop); model.dropout = residual
+    graph_edges: int = 200  # graph decoding: neighbours per item
+    graph_beams: int = 20  # graph decoding: beams (raised to k when k is larger)
+    graph_steps: int = 3  # graph decoding: propagation steps
 
 
 @dataclass
@@ -68,21 +126,17 @@ class MethodConfig:
 
     name: str = "sasrec"  # sasrec | hstu_retrieval | tiger | flat_decoder | rpg | acerec | intrr
     module: Optional[str] = None  # the Python module defining the method; null = distrec.models.methods.<name>
-    loss: str = "softmax"  # sasrec/hstu_retrieval: softmax | sampled_softmax | bce
+    loss: Loss = Loss.softmax  # sasrec, hstu_retrieval
     num_negatives: int = 128
     temperature: float = 1.0
     normalize: bool = False  # L2-normalised embeddings (HSTU retrieval)
     in_batch_negatives: bool = False  # hstu_retrieval: the batch's targets (up to num_negatives) as extra negatives
-    query_time: str = "next"  # hstu_retrieval: time-gap bias from the next item's time (Meta) | current
+    query_time: QueryTime = QueryTime.next  # hstu_retrieval
     # semantic-ID generation (tiger, flat_decoder, rpg)
     beam_width: int = 20  # beam search width (raised to k when k is larger)
-    decoding: str = "auto"  # auto | beam | exhaustive (tiger/flat_decoder); auto | holistic | graph (rpg)
+    decoding: Decoding = Decoding.auto  # one of the method's `decodings`
     user_tokens: int = 0  # tiger: hashed user-id buckets, one token after the history (paper: 2000); 0 = none
-    rpg_embd_dropout: float = 0.5  # rpg: dropout on item (mean-pooled) + position embeddings (GPT-2 embd_pdrop)
-    rpg_attn_dropout: float = 0.5  # rpg: attention dropout (GPT-2 attn_pdrop); model.dropout = residual
-    rpg_graph_edges: int = 200  # rpg graph decoding: neighbours per item
-    rpg_graph_beams: int = 20  # rpg graph decoding: beams (raised to k when k is larger)
-    rpg_graph_steps: int = 3  # rpg graph decoding: propagation steps
+    rpg: RPGConfig = field(default_factory=RPGConfig)
     acerec: AceRecConfig = field(default_factory=AceRecConfig)
     intrr: IntRRConfig = field(default_factory=IntRRConfig)
 
@@ -100,9 +154,22 @@ LEGACY_VALUES = {
 }
 
 
+# Where a key moved: an older config's value is read at its new place.
+MOVED_KEYS = {("method", f"rpg_{key}"): ("method", "rpg", key)
+              for key in ("embd_dropout", "attn_dropout", "graph_edges", "graph_beams", "graph_steps")}
+
+
 def with_legacy_values(config: dict) -> dict:
-    """A copy of {"model": ..., "method": ...} with the keys it predates set to their legacy values."""
+    """A copy of {"model": ..., "method": ...} with moved keys at their new place and the keys it
+    predates set to their legacy values."""
     config = copy.deepcopy(config)
+    for old, new in MOVED_KEYS.items():
+        parent = config.get(old[0]) or {}
+        if old[-1] in parent:
+            node = config
+            for key in new[:-1]:
+                node = node.setdefault(key, {})
+            node[new[-1]] = parent.pop(old[-1])
     for path, value in LEGACY_VALUES.items():
         node = config
         for key in path[:-1]:

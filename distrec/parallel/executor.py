@@ -1,7 +1,7 @@
 """Where work runs, chosen in one place: in this process, or on Ray workers.
 
 Each stage that can spread its work has a `num_workers` knob (`engine`, `embed`, `tokenizer`,
-`embed.famae`): 0 runs it here without starting Ray, N > 0 on N Ray workers of the cluster that
+`famae.engine`): 0 runs it here without starting Ray, N > 0 on N Ray workers of the cluster that
 `cluster.*` names. The stages ask `executor(num_workers, cluster)` and call its methods; none of
 them branches on the number of workers itself. Both kinds compute the same result.
 """

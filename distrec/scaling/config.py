@@ -1,7 +1,13 @@
 """Config of `distrec sweep`: a grid over any config keys (docs/scaling.md)."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
+
+
+class Backend(StrEnum):
+    ray = "ray"  # points as Ray tasks
+    local = "local"  # one after another, no Ray
 
 
 @dataclass
@@ -13,7 +19,7 @@ class SweepConfig:
     cpus_per_point: float = 1.0  # Ray CPUs reserved by each point's job
     retries: int = 1  # extra attempts of a failed point before it is reported failed
     rerun_failed: bool = True  # a re-run retries points that failed before (finished ones are skipped)
-    backend: str = "ray"  # ray (points as Ray tasks) | local (one after another, no Ray)
+    backend: Backend = Backend.ray
     out_dir: str = "${paths.root}/sweep"
     loss_key: str = "loss"  # results column fitted as the loss (valid_loss, falling back to train_loss)
     metric: str = "ndcg@10"  # test metric fitted and plotted beside the loss

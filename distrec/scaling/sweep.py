@@ -39,7 +39,7 @@ log = logging.getLogger("distrec")
 
 # Keys a point may not set: the sweep owns each point's name and artifact paths.
 RESERVED = ("stage", "name", "paths", "sweep", "hydra")
-SHARED_PREFIXES = ("data", "embed", "tokenizer", "seed")  # keys that change the shared artifacts
+SHARED_PREFIXES = ("data", "embed", "famae", "tokenizer", "seed")  # keys that change the shared artifacts
 SHARED_STAGES = [s for s in STAGES if s.shared]  # run once per group of points with the same data args
 ERROR_TAIL_LINES = 25
 

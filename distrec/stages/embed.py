@@ -3,7 +3,7 @@
 The embedder builds its inputs from the prepared data (e.g. item text with categorical ids decoded),
 is fitted once (on at most `embed.fit_max_items` items), then applied per batch: in-process, or on
 Ray Data workers when `embed.num_workers > 0`. `embed.method=famae` trains its model instead of
-fitting (distrec/train/famae.py), on the workers `embed.famae.num_workers` names.
+fitting (distrec/train/famae.py; settings: `famae.*`), on the workers `famae.engine.num_workers` names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distrec.artifacts import Timer, check_same_dataset, dir_hash, read_table, shard_paths, staged_output, write_manifest, wrote
+from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, wrote
 from distrec.data.dataset import load_prepared
 from distrec.errors import DataError
 from distrec.parallel.executor import executor
@@ -28,8 +28,8 @@ def make_embedder(cfg):
     if cfg.embed.method == "famae":  # trained with the engine on the sequences, not fitted on the items
         from distrec.train.famae import FAMAEEmbedder
 
-        f = cfg.embed.famae
-        return FAMAEEmbedder(cfg.embed, executor(f.num_workers, cfg.cluster, "embed.famae.num_workers"), cfg.progress)
+        run_on = executor(cfg.famae.engine.num_workers, cfg.cluster, "famae.engine.num_workers")
+        return FAMAEEmbedder(cfg.famae, cfg.embed.seed, run_on, cfg.progress)
     return build_embedder(cfg.embed)
 
 

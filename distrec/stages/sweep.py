@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from distrec.artifacts import write_json, wrote
 from distrec.config import compose
-from distrec.errors import ConfigError
 from distrec.scaling import sweep as sw
 from distrec.scaling.report import analyze, write_tables
 
@@ -37,8 +36,6 @@ def command_line_overrides() -> list[str]:
 
 def run(cfg, base_args: list[str] | None = None) -> dict:
     s = cfg.sweep
-    if s.backend not in ("ray", "local"):
-        raise ConfigError(f"sweep.backend='{s.backend}' is unknown; choose ray or local")
     sweep_dir = Path(s.out_dir).resolve()
     base_args = command_line_overrides() if base_args is None else base_args
     shared, points = sw.plan(cfg, base_args, sweep_dir, compose)

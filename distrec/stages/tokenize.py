@@ -23,7 +23,6 @@ from distrec.tokenize.report import format_report, quality_report
 from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level, row_keys
 
 log = logging.getLogger("distrec")
-DEDUP = ("digit", "balanced", "none")
 
 
 def training_items(data_dir: Path) -> np.ndarray:
@@ -74,10 +73,6 @@ def resolve_collisions(codes, kind, q, vectors_of_rows):
 
 def run(cfg):
     tcfg = cfg.tokenizer
-    if tcfg.dedup not in DEDUP:
-        raise ConfigError(f"tokenizer.dedup='{tcfg.dedup}' is unknown; choose one of {list(DEDUP)}")
-    if tcfg.train_items not in ("all", "train"):
-        raise ConfigError(f"tokenizer.train_items='{tcfg.train_items}' must be 'all' or 'train'")
     check_same_dataset(cfg.paths.embeddings, cfg.data.name)
     emb_dir, out = Path(cfg.paths.embeddings) / "item_embeddings", Path(cfg.paths.sids)
     paths = shard_paths(emb_dir)

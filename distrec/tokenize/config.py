@@ -1,42 +1,30 @@
 """Configs of the `embed` and `tokenize` stages."""
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Optional
 
 
-@dataclass
-class FAMAEConfig:
-    """embed.method=famae (ReSID): field-aware masked auto-encoder trained with the engine."""
+class EmbedPrecision(StrEnum):
+    auto = "auto"  # bf16 on a GPU or a CPU with native bf16, else fp32
+    bf16 = "bf16"
+    fp32 = "fp32"
 
-    train_dir: str = "${paths.embeddings}-famae"  # its checkpoints/logs (beside the embed/ artifact)
-    fields: list[str] = field(default_factory=list)  # item fields besides item_id; empty = every non-text field
-    field_weights: dict[str, float] = field(default_factory=dict)  # alpha_k per field (default 1.0)
-    dim: int = 128
-    layers: int = 2
-    heads: int = 4
-    ffn: int = 512
-    dropout: float = 0.1
-    max_history: int = 32  # sliding windows of the history (the paper's max length)
-    negatives: int = 128  # sampled-softmax negatives for vocabularies above sampled_min_vocab
-    sampled_min_vocab: int = 2048
-    numeric_buckets: int = 10  # numeric fields -> quantile buckets
-    epochs: int = 20
-    max_steps: Optional[int] = None
-    global_batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    patience: int = 3  # early stopping on validation Recall/NDCG@10 (all fields of the target masked)
-    eval_every: int = 0  # steps between validations; 0 = once per epoch
-    diagnostic_max_users: Optional[int] = None  # test users for the two diagnostics (null = all)
-    val_max_users: Optional[int] = 2000
-    engine: str = "deepspeed"  # deepspeed | plain
-    precision: str = "bf16"
-    num_workers: int = 0  # 0 = train in this process; > 0 = Ray Train workers
+
+class Dedup(StrEnum):
+    digit = "digit"  # an extra disambiguation digit
+    balanced = "balanced"  # re-assign colliding items on the last level
+    none = "none"
+
+
+class TrainItems(StrEnum):
+    all = "all"
+    train = "train"  # fit on the items seen in training sequences only (RPG)
 
 
 @dataclass
 class EmbedConfig:
-    method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae (see embedders.EMBEDDERS)
+    method: str = "tfidf"  # tfidf | fields | sentence_transformer | column | famae (settings: the `famae` node)
     text_fields: list[str] = field(default_factory=lambda: ["title", "brand", "categories", "description"])
     # tfidf: categorical / multi_categorical fields added to the text as one word `<field>_<id>` per value
     # (ids without readable names, e.g. Beauty's `attributes` = S3-Rec attr_ids); absent fields are skipped
@@ -50,7 +38,7 @@ class EmbedConfig:
     encode_batch_size: int = 64  # sentence_transformer: texts per forward pass
     # sentence_transformer: bf16 autocast | fp32 | auto (bf16 on a GPU or a CPU with native bf16, else fp32).
     # bf16 was 2.9x faster on an AVX-512-BF16 CPU, cosine >= 0.99996 to fp32 (docs/benchmarks.md)
-    precision: str = "auto"
+    precision: EmbedPrecision = EmbedPrecision.auto
     fallback: Optional[str] = None  # embed.method used instead, with a warning, when an optional extra is missing
     column: Optional[str] = None  # method=column: the items.parquet column that holds the vector
     normalize: bool = True  # L2-normalise every vector (items without content get placeholder_vectors first)
@@ -61,7 +49,19 @@ class EmbedConfig:
     hash_dim: int = 262_144  # method=fields: width of the hashed one-hot space
     num_shards: int = 4  # output parquet shards
     seed: int = 0
-    famae: FAMAEConfig = field(default_factory=FAMAEConfig)  # method=famae
+
+
+@dataclass
+class RQVAEConfig:
+    """tokenizer.method=rq_vae (TIGER)."""
+
+    hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
+    latent: int = 32
+    beta: float = 0.25
+    epochs: int = 200
+    lr: float = 1e-3
+    batch_size: int = 1024
+    bf16: bool = True  # bf16 autocast for the MLPs on CPU (AVX-512 bf16 / AMX); codebook distances stay fp32
 
 
 @dataclass
@@ -73,8 +73,8 @@ class TokenizerConfig:
     opq_iters: int = 50  # opq: rotation/PQ alternations (faiss default 50)
     pca_dim: int = 0  # opq/pq: PCA to this many dims before quantizing (RPG: 512 = 32 sub-spaces x 16); 0 = none
     pca_whiten: bool = True  # opq/pq with pca_dim: scale every principal component to unit variance (RPG)
-    dedup: str = "digit"  # digit (extra disambiguation digit) | balanced (re-assign last level) | none
-    train_items: str = "all"  # all | train (fit on items seen in training sequences only, as RPG)
+    dedup: Dedup = Dedup.digit
+    train_items: TrainItems = TrainItems.all
     points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)
     kmeans_iters: int = 20
     normalize_residuals: bool = True  # rq_kmeans: L2-normalise each level's input (GRID/IntRR); false = plain RQ
@@ -83,13 +83,6 @@ class TokenizerConfig:
     batch_rows: int = 65_536  # rows per streamed parquet batch inside a k-means worker
     num_shards: int = 4  # output parquet shards of the SID table
     seed: int = 0
-    # RQ-VAE (TIGER)
-    rqvae_hidden: list[int] = field(default_factory=lambda: [512, 256, 128])
-    rqvae_latent: int = 32
-    rqvae_beta: float = 0.25
-    rqvae_epochs: int = 200
-    rqvae_lr: float = 1e-3
-    rqvae_batch_size: int = 1024
-    rqvae_bf16: bool = True  # bf16 autocast for the MLPs on CPU (AVX-512 bf16 / AMX); codebook distances stay fp32
+    rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)  # method=rq_vae
     # GAOQ (ReSID)
     branching: list[int] = field(default_factory=list)  # per level; empty = derived from catalog size

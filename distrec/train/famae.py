@@ -3,10 +3,10 @@ the concatenation of each item's learned field embeddings as its vector.
 
     distrec embed embed=famae data=beauty          # then: distrec tokenize tokenizer=gaoq
 
-Fields: the item id plus every non-text field of items.parquet (`embed.famae.fields` to choose):
+Fields: the item id plus every non-text field of items.parquet (`famae.fields` to choose):
 categorical ids, multi-valued attribute/genre sets, numeric fields in quantile buckets. Training
 runs the FAMAE model through the training loop (DeepSpeed engine; in-process or on Ray Train workers,
-as the executor the embed stage hands it says) with its own hyperparameters (`embed.famae.*`),
+as the executor the embed stage hands it says) with its own hyperparameters (`famae.*`),
 validating on Recall/NDCG@10 with every target field masked. Afterwards the two diagnostics of the paper are measured on the test split
 and written to `<famae.train_dir>/diagnostics.json`:
   - recall@10 of the target item with ALL its fields masked (collaborative capability);
@@ -55,14 +55,14 @@ def item_field_tables(items: pa.Table, kinds: dict[str, str], fields: list[str],
                         hint="re-run `distrec prepare`")
     unknown = [f for f in list(fields) + list(weights) if f != "item_id" and f not in kinds]
     if unknown:
-        raise ConfigError(f"embed.famae: unknown item field(s) {unknown}; the items have {sorted(kinds)}")
+        raise ConfigError(f"famae: unknown item field(s) {unknown}; the items have {sorted(kinds)}")
     chosen = fields or [f for f, k in kinds.items() if k in FIELD_KINDS]
     specs = [FieldSpec("item_id", n + 1, False, float(weights.get("item_id", 1.0)))]
     tables = [torch.arange(n + 1)]
     for name in chosen:
         kind = kinds[name]
         if kind not in FIELD_KINDS:
-            raise ConfigError(f"embed.famae.fields: '{name}' is a {kind} field; FAMAE takes {list(FIELD_KINDS)}")
+            raise ConfigError(f"famae.fields: '{name}' is a {kind} field; FAMAE takes {list(FIELD_KINDS)}")
         column = items.column(name).to_pylist()
         if kind == "multi_categorical":
             width = max((len(v or []) for v in column), default=0) or 1
@@ -87,19 +87,12 @@ def build_famae(specs, tables, fcfg) -> FAMAE:
                  sampled_min_vocab=fcfg.sampled_min_vocab)
 
 
-def job_config(ecfg, progress: bool):
-    """The config the training loop reads (train/engine/model/eval groups), from `embed.famae`."""
+def job_config(fcfg, seed: int, progress: bool):
+    """The config the training loop reads (train/engine/model/eval groups), from the `famae` node."""
     from distrec.eval.config import EvalConfig
-    from distrec.train.config import EngineConfig, TrainConfig
 
-    f = ecfg.famae
-    train = TrainConfig(global_batch_size=f.global_batch_size, lr=f.lr, weight_decay=f.weight_decay, epochs=f.epochs,
-                        max_steps=f.max_steps, patience=f.patience, val_max_users=f.val_max_users, warmup_steps=50,
-                        eval_every=f.eval_every)
-    engine = EngineConfig(kind=f.engine, precision=f.precision, num_workers=f.num_workers)
-    return OmegaConf.create({"seed": ecfg.seed, "progress": progress, "train": OmegaConf.structured(train),
-                             "engine": OmegaConf.structured(engine), "eval": OmegaConf.structured(EvalConfig()),
-                             "model": {"max_history": f.max_history}})
+    return OmegaConf.create({"seed": seed, "progress": progress, "train": fcfg.train, "engine": fcfg.engine,
+                             "eval": OmegaConf.structured(EvalConfig()), "model": {"max_history": fcfg.max_history}})
 
 
 # ------------------------------------------------------------------ diagnostics
@@ -134,8 +127,8 @@ class FAMAEEmbedder:
     """The embedder interface (inputs, fit, transform) over a FAMAE trained on the prepared data.
     `run_on` is where training runs (distrec.parallel.executor: InProcess or OnRay)."""
 
-    def __init__(self, cfg, run_on, progress: bool = True):
-        self.cfg, self.run_on, self.progress = cfg, run_on, progress
+    def __init__(self, cfg, seed: int, run_on, progress: bool = True):
+        self.cfg, self.seed, self.run_on, self.progress = cfg, seed, run_on, progress  # cfg: the `famae` node
         self.data = self.vectors = self.diagnostics = None
 
     def inputs(self, data) -> pa.Table:
@@ -150,7 +143,7 @@ class FAMAEEmbedder:
         from distrec.train.trainer import export_run
         from distrec.train.weights import read_weights, require_weights
 
-        f, data = self.cfg.famae, self.data
+        f, data = self.cfg, self.data
         where = Path(data.directory)
         specs, tables = item_field_tables(data.items, data.fields, list(f.fields), f.numeric_buckets,
                                           dict(f.field_weights or {}), where / "items")
@@ -161,16 +154,16 @@ class FAMAEEmbedder:
                                   data.num_items, None, dir_hash(where / "sequences"))
         train_dir = Path(f.train_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
-        job_cfg = job_config(self.cfg, self.progress)
+        job_cfg = job_config(f, self.seed, self.progress)
         check_train_config(job_cfg)
         job = TrainJob(cfg=job_cfg, make_model=functools.partial(build_famae, specs, tables, f),
                        num_items=data.num_items, identity=identity, train_dir=str(train_dir))
         latest, checkpoints, summary = self.run_on.train(job, sequences, where / "sequences")
         summary = export_run(job, latest, checkpoints, summary,
                              {"method": {"name": "famae"}, "famae": famae_cfg, "config_hash": config_hash(famae_cfg)})
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(self.seed)
         model = build_famae(specs, tables, f)
-        hint = "delete embed.famae.train_dir and run `distrec embed` again"
+        hint = "delete famae.train_dir and run `distrec embed` again"
         model.load_state_dict(read_weights(require_weights(train_dir / "weights", "best", "FAMAE weights", hint),
                                            "FAMAE weights", hint))
         model.eval()

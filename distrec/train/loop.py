@@ -47,8 +47,7 @@ TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 
 
 def check_train_config(cfg) -> None:
     """Refuse `train`/`engine` values that cannot work, naming the key (before anything is loaded or written)."""
-    from distrec.train.engine import check_engine_config, optimizer_class
-    from distrec.train.schedules import SCHEDULES
+    from distrec.train.engine import check_engine_config
 
     t = cfg.train
     for key, low in TRAIN_MINIMUM.items():
@@ -59,9 +58,6 @@ def check_train_config(cfg) -> None:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
     if not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas={list(t.betas)} must both be in [0, 1)")
-    if t.schedule not in SCHEDULES:
-        raise ConfigError(f"train.schedule='{t.schedule}' is unknown; choose one of {list(SCHEDULES)}")
-    optimizer_class(t.optimizer)
     check_engine_config(cfg.engine)
     select_metric(cfg)
     e = cfg.engine

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import math
 
-SCHEDULES = ("constant", "cosine", "inverse_sqrt")
+from distrec.train.config import Schedule
 
 
 def lr_multiplier(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
     """Return f(step) -> multiplier: linear warmup to 1, then the named decay."""
-    if schedule not in SCHEDULES:
-        from distrec.errors import ConfigError
-
-        raise ConfigError(f"train.schedule='{schedule}' is unknown; choose one of {list(SCHEDULES)}")
+    schedule = Schedule(schedule)  # a value outside train.config.Schedule is a ValueError
     warmup = max(0, int(warmup_steps))
     total = max(1, int(total_steps))
 

@@ -127,7 +127,7 @@ def test_config_errors(prepare_in, tmp_path):
         prepare_in(*overrides, "data.split=temporal")
     with pytest.raises(ConfigError, match="has no ratings"):
         prepare_in(*overrides, "data.min_rating=3")
-    with pytest.raises(ConfigError, match="data.split='random'"):
+    with pytest.raises(ConfigError, match=r"data.split: Invalid value 'random', expected one of \[leave_one_out, temporal\]"):
         prepare_in(*overrides, "data.split=random")
     with pytest.raises(ConfigError, match="data.format='bogus'"):
         prepare_in(*overrides, "data.format=bogus")

@@ -211,9 +211,11 @@ def test_alignment_average_and_beam_default_to_the_released_and_reject_unknown_v
 
     assert compose(["method=intrr"]).method.intrr.align_average == "occurrence"
     assert compose(["method=intrr"]).method.intrr.renormalise_beam
-    with pytest.raises(ConfigError, match="align_average"):
+    with pytest.raises(ConfigError, match=r"method.intrr.align_average: Invalid value 'position'"):
+        compose(["method=intrr", "method.intrr.align_average=position"])
+    with pytest.raises(ValueError, match="'position' is not a valid AlignAverage"):  # built directly
         make(sid_table(), align_average="position")
-    with pytest.raises(ConfigError, match="init"):
+    with pytest.raises(ValueError, match="'xavier' is not a valid IntRRInit"):
         make(sid_table(), init="xavier")
 
 

@@ -18,8 +18,8 @@ from distrec.models.recommender import Catalog, build_model
 
 def tiny_rpg(table, decoding="auto", *overrides):
     cfg = compose(["method=rpg", "model=transformer", "model.d_model=32", "model.n_layers=1", "model.n_heads=2",
-                   "model.d_ff=64", "model.dropout=0.0", "model.max_history=20", "method.rpg_embd_dropout=0.1",
-                   "method.rpg_attn_dropout=0.1", f"method.decoding={decoding}", "method.rpg_graph_edges=30",
+                   "model.d_ff=64", "model.dropout=0.0", "model.max_history=20", "method.rpg.embd_dropout=0.1",
+                   "method.rpg.attn_dropout=0.1", f"method.decoding={decoding}", "method.rpg.graph_edges=30",
                    *overrides])
     return build_model(cfg.model, cfg.method, Catalog(table.num_items, table))
 
@@ -94,7 +94,7 @@ def test_rpg_backbone_is_set_up_as_gpt2(table):
     block = model.backbone.blocks[0]
     assert abs(float(block.attn.qkv.weight.detach().std()) - 0.02) < 0.002 and not block.attn.qkv.bias.any()
     assert abs(float(block.ff[2].weight.detach().std()) - 0.02 / math.sqrt(2)) < 0.002
-    dropped = tiny_rpg(table, "auto", "method.rpg_embd_dropout=1.0", "method.rpg_attn_dropout=0.0").train()
+    dropped = tiny_rpg(table, "auto", "method.rpg.embd_dropout=1.0", "method.rpg.attn_dropout=0.0").train()
     h, _ = dropped.hidden(torch.tensor([[0, 5, 7, 9], [3, 4, 5, 6]]))
     assert torch.allclose(h, h[:1, -1:].expand_as(h))  # no input left, positions included: one state
 

@@ -22,8 +22,10 @@ def test_builds_from_shipped_config():
     assert model.item_emb.num_embeddings == 51 and model.max_history == cfg.model.max_history
 
 
-def test_unknown_loss_is_a_config_error():
-    with pytest.raises(ConfigError, match="method.loss"):
+def test_unknown_loss_is_refused():
+    with pytest.raises(ConfigError, match=r"method.loss: Invalid value 'hinge', expected one of \[softmax, sampled_softmax, bce\]"):
+        compose(["method.loss=hinge"])
+    with pytest.raises(ValueError, match="'hinge' is not a valid Loss"):  # built directly
         tiny(loss="hinge")
 
 

@@ -92,7 +92,7 @@ def test_opq_shipped_config(beauty_root, tokenize, make_cfg):
 
 @pytest.mark.slow
 def test_rq_vae_uses_at_least_90_percent_of_every_codebook(beauty_root, tokenize):
-    sids, quality = tokenize(beauty_root, "sids_rqvae", "tokenizer=rq_vae", "tokenizer.rqvae_epochs=60")
+    sids, quality = tokenize(beauty_root, "sids_rqvae", "tokenizer=rq_vae", "tokenizer.rqvae.epochs=60")
     assert sids.num_collisions() == 0
     assert [level["utilisation"] >= 0.9 for level in quality["per_level"]] == [True] * 3, quality["per_level"]
     assert quality["reconstruction"]["relative_mse"] < 0.6

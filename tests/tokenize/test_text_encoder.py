@@ -81,8 +81,8 @@ def test_bf16_encodes_as_fp32_does(minilm, beauty_titles):
 
 
 def test_an_unknown_precision_is_refused(minilm):
-    with pytest.raises(ConfigError, match="embed.precision='fp16'"):
-        build_embedder(minilm_cfg(precision="fp16"))
+    with pytest.raises(ConfigError, match=r"embed.precision: Invalid value 'fp16', expected one of \[auto, bf16, fp32\]"):
+        compose(["embed=sentence_transformer", "embed.precision=fp16"])
 
 
 def test_an_altered_model_file_is_refused(tmp_path, monkeypatch):

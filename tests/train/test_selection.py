@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from distrec.config import compose
 from distrec.errors import ConfigError
@@ -84,10 +85,13 @@ def test_adam_adds_weight_decay_to_the_gradient_adamw_decays_apart(optimizer, ch
     assert 1 - engine.model.weight.detach() == pytest.approx(torch.full((2, 2), change, dtype=torch.float64), rel=1e-2)
 
 
-def test_an_engine_built_directly_refuses_an_unknown_optimizer():
-    """`check_train_config` refuses it before a CLI run does any work; an engine built without it too."""
+def test_an_unknown_optimizer_is_refused_when_the_config_is_composed():
+    """The choice is typed (train.config.Optimizer): nothing runs with it, not even an engine built directly."""
     from distrec.train.engine import make_engine, plan_batches
 
-    cfg = compose(["engine=plain", "train.optimizer=sgd"])
-    with pytest.raises(ConfigError, match="train.optimizer='sgd' is unknown"):
-        make_engine(ZeroLoss(), cfg.train, cfg.engine, plan_batches(1, 1), 1, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"train.optimizer: Invalid value 'sgd', expected one of \[adamw, adam\]"):
+        compose(["engine=plain", "train.optimizer=sgd"])
+    cfg = compose(["engine=plain"])
+    untyped = OmegaConf.create({**OmegaConf.to_container(cfg.train), "optimizer": "sgd"})  # past the schema
+    with pytest.raises(ValueError, match="'sgd' is not a valid Optimizer"):
+        make_engine(ZeroLoss(), untyped, cfg.engine, plan_batches(1, 1), 1, torch.device("cpu"))

@@ -21,10 +21,6 @@ READERS = {
 
 
 def read(cfg, errors):
-    if cfg.split not in ("leave_one_out", "temporal"):
-        raise ConfigError(f"data.split='{cfg.split}' is unknown; choose leave_one_out or temporal")
-    if cfg.categories not in ("hierarchy", "tags"):
-        raise ConfigError(f"data.categories='{cfg.categories}' is unknown; choose hierarchy or tags")
     if cfg.format not in READERS:
         raise ConfigError(f"data.format='{cfg.format}' is unknown; choose one of {sorted(READERS) + ['synthetic']}")
     if cfg.path is None:

@@ -27,6 +27,7 @@ from distrec.models.blocks.cache import KVCache
 from distrec.models.blocks.checkpointing import run_block
 from distrec.models.blocks.init import reinit
 from distrec.models.blocks.masks import build_allowed
+from distrec.models.config import HSTUInit
 
 TIME_BUCKET_DIVISOR = 0.301  # bucket = floor(ln(max(|dt|, 1)) / 0.301), as in the paper's code
 
@@ -57,7 +58,6 @@ def pytorch_hstu_attention(q, k, v, bias, allowed, n):
 
 # Attention kernels behind one signature; a fused (Triton/CUDA) kernel can register here.
 HSTU_KERNELS = {"pytorch": pytorch_hstu_attention}
-INITS = ("meta", "torch")
 
 
 class HSTULayer(nn.Module):
@@ -66,8 +66,7 @@ class HSTULayer(nn.Module):
         super().__init__()
         if kernel not in HSTU_KERNELS:
             raise ConfigError(f"model.kernel='{kernel}' is unknown for HSTU; choose one of {sorted(HSTU_KERNELS)}")
-        if init not in INITS:
-            raise ConfigError(f"model.init='{init}' is unknown for HSTU; choose one of {list(INITS)}")
+        init = HSTUInit(init)
         self.n_heads, self.attn_dim, self.linear_dim = n_heads, attn_dim, linear_dim
         self.max_len, self.kernel = max_len, HSTU_KERNELS[kernel]
         meta = init == "meta"

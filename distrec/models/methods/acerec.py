@@ -29,11 +29,10 @@ from distrec.models.blocks.attention import MultiHeadAttention
 from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.rpg import DigitHeads
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
+from distrec.models.config import Intent, LossPositions, Merger
 from distrec.models.presets import resolve_dims
 from distrec.models.recommender import Recommender
 
-MERGERS = ("atm", "mean", "mlp", "conv")
-INTENTS = ("summary", "static", "none")
 
 
 class Mlp(nn.Sequential):
@@ -101,7 +100,7 @@ class ConvMerger(nn.Module):
         return self.conv(tokens.transpose(1, 2)).transpose(1, 2)
 
 
-MERGER_CLASSES = {"atm": AttentiveTokenMerger, "mean": MeanMerger, "mlp": MlpMerger, "conv": ConvMerger}
+MERGER_CLASSES = {Merger.atm: AttentiveTokenMerger, Merger.mean: MeanMerger, Merger.mlp: MlpMerger, Merger.conv: ConvMerger}
 
 
 class ReconDecoder(nn.Module):
@@ -143,12 +142,7 @@ class ACERec(Recommender):
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
                  item_counts=None, loss_positions: str = "all", score_chunk: int = 8192):
         super().__init__()
-        if merger not in MERGERS:
-            raise ConfigError(f"method.acerec.merger='{merger}'; choose one of {list(MERGERS)}")
-        if intent not in INTENTS:
-            raise ConfigError(f"method.acerec.intent='{intent}'; choose one of {list(INTENTS)}")
-        if loss_positions not in ("all", "last"):
-            raise ConfigError(f"method.acerec.loss_positions='{loss_positions}'; choose 'all' or 'last'")
+        merger, intent, loss_positions = Merger(merger), Intent(intent), LossPositions(loss_positions)
         if len(set(sid_table.codebook_sizes)) != 1:
             raise ConfigError(f"method=acerec needs one codebook size for every digit (tokenizer=opq), "
                               f"got {list(sid_table.codebook_sizes)}")

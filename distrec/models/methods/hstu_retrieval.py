@@ -24,10 +24,10 @@ from distrec.errors import ConfigError
 from distrec.models.backbones.hstu import HSTU
 from distrec.models.blocks.init import reinit
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
+from distrec.models.config import QueryTime
 from distrec.models.presets import resolve_dims
 from distrec.models.recommender import Recommender
 
-QUERY_TIMES = ("next", "current")  # the time a position's time-gap bias measures from
 
 
 
@@ -49,9 +49,7 @@ class HSTURetrieval(Recommender):
         super().__init__()
         if num_negatives < 1:
             raise ConfigError(f"method.num_negatives={num_negatives} must be >= 1 for hstu_retrieval")
-        if query_time not in QUERY_TIMES:
-            raise ConfigError(f"method.query_time='{query_time}' is unknown; choose one of {list(QUERY_TIMES)}")
-        self.query_time = query_time
+        self.query_time = QueryTime(query_time)  # the time a position's time-gap bias measures from
         self.num_items, self.max_history, self.d_model = num_items, max_history, d_model
         self.num_negatives, self.temperature, self.in_batch = num_negatives, temperature, in_batch_negatives
         self.item_emb = nn.Embedding(num_items + 1, d_model, padding_idx=0)

@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from distrec.decoding.beam import constrained_beam_search
-from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
 from distrec.models.blocks.init import reinit
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
+from distrec.models.config import AlignAverage, IntRRInit
 from distrec.models.presets import resolve_dims
 from distrec.models.recommender import Recommender
 
@@ -115,10 +115,7 @@ class IntRR(Recommender):
                  beam_width: int = 20, renormalise_beam: bool = True, align_average: str = "occurrence",
                  init: str = "released"):
         super().__init__()
-        for key, value, choices in (("align_average", align_average, ("occurrence", "item")),
-                                    ("init", init, ("distrec", "released"))):
-            if value not in choices:
-                raise ConfigError(f"method.intrr.{key}='{value}' is unknown; choose one of {list(choices)}")
+        align_average, init = AlignAverage(align_average), IntRRInit(init)
         self.align_weight, self.item_ground_truth, self.beam_width = align_weight, item_ground_truth, beam_width
         self.renormalise_beam, self.align_average = renormalise_beam, align_average
         self.sid = SIDVocab(sid_table)  # codes + the prefix trie for constrained beam search

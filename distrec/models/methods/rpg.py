@@ -87,12 +87,12 @@ class RPG(Recommender):
         backbone = build_backbone(dims)
         # GPT-2's three dropouts: embd_pdrop on item + position embeddings (the backbone's input
         # dropout), attn_pdrop on attention probabilities, resid_pdrop (model.dropout) on the blocks
-        backbone.drop.p = method_cfg.rpg_embd_dropout
+        backbone.drop.p = method_cfg.rpg.embd_dropout
         for block in backbone.blocks:
-            block.attn.dropout = method_cfg.rpg_attn_dropout
+            block.attn.dropout = method_cfg.rpg.attn_dropout
         return cls(catalog.sid_table, backbone, dims.d_model, dims.max_history, method_cfg.temperature,
-                   method_cfg.decoding, method_cfg.rpg_graph_edges, method_cfg.rpg_graph_beams,
-                   method_cfg.rpg_graph_steps)
+                   method_cfg.decoding, method_cfg.rpg.graph_edges, method_cfg.rpg.graph_beams,
+                   method_cfg.rpg.graph_steps)
 
     def train(self, mode: bool = True):
         if mode:

@@ -21,10 +21,10 @@ from torch import nn
 from distrec.errors import ConfigError
 from distrec.models.blocks.checkpointing import run_block
 from distrec.models.blocks.negatives import sample_negatives, sampled_softmax_loss
+from distrec.models.config import Loss
 from distrec.models.presets import resolve_dims
 from distrec.models.recommender import Recommender
 
-LOSSES = ("softmax", "sampled_softmax", "bce")
 GROUP_WIDTHS = (8, 16, 32)  # histories are encoded in groups up to these lengths (then max_history)
 
 
@@ -60,8 +60,7 @@ class SASRec(Recommender):
                  temperature: float = 1.0, activation_checkpointing: bool = False):
         super().__init__()
         self.activation_checkpointing = activation_checkpointing
-        if loss not in LOSSES:
-            raise ConfigError(f"method.loss='{loss}' is not a SASRec loss; choose one of {list(LOSSES)}")
+        loss = Loss(loss)
         if loss == "sampled_softmax" and num_negatives < 1:
             raise ConfigError(f"method.num_negatives={num_negatives} must be >= 1 for loss=sampled_softmax")
         self.num_items, self.max_history = num_items, max_history

@@ -81,8 +81,9 @@ class RQVAE(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.levels, cfg.codebook_size, cfg.rqvae_hidden, cfg.rqvae_latent, cfg.rqvae_beta,
-                   cfg.rqvae_epochs, cfg.rqvae_lr, cfg.rqvae_batch_size, cfg.rqvae_bf16, cfg.seed, progress)
+        r = cfg.rqvae
+        return cls(cfg.levels, cfg.codebook_size, r.hidden, r.latent, r.beta, r.epochs, r.lr, r.batch_size, r.bf16,
+                   cfg.seed, progress)
 
     def _encode_latent(self, x: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
