@@ -16,8 +16,8 @@ import math
 from pathlib import Path
 
 from distrec.artifacts import read_json
+from distrec.eval.evaluation import METRIC_PREFIXES, Evaluation
 
-METRIC_PREFIXES = ("recall@", "ndcg@", "hr@", "mrr@", "coverage@")
 
 
 def _find(obj, key):
@@ -37,15 +37,6 @@ def read_metrics_log(train_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def eval_metrics(eval_dir: Path) -> dict:
-    """The flat metric dict of eval/metrics.json (wherever the stage nests it)."""
-    doc = read_json(Path(eval_dir) / "metrics.json")
-    for candidate in (doc.get("metrics"), doc.get(doc.get("split", "test")), doc):
-        if isinstance(candidate, dict) and any(str(k).startswith(METRIC_PREFIXES) for k in candidate):
-            return candidate
-    return {}
 
 
 def output_size(model, method_cfg: dict, num_items: int, sids_dir: Path | None, notes: list[str]) -> int:
@@ -159,10 +150,11 @@ def collect(point_dir: Path, values: dict, seconds: dict) -> dict:
                     if str(k).startswith(METRIC_PREFIXES) and isinstance(v, (int, float))})
     row["train_flops"] = row["flops_per_token"] * tokens if tokens and row.get("flops_per_token") else None
     row["flops_per_sample"] = row["train_flops"] / row["samples_seen"] if row["train_flops"] else None
-    metrics = eval_metrics(eval_dir)
+    evaluation = Evaluation(eval_dir)
+    metrics = evaluation.metrics
     row.update({f"test_{k}": float(v) for k, v in metrics.items()
                 if str(k).startswith(METRIC_PREFIXES) and isinstance(v, (int, float))})
-    fidelity = metrics.get("fidelity", _find(read_json(eval_dir / "metrics.json"), "fidelity"))
+    fidelity = metrics.get("fidelity", _find(evaluation.report, "fidelity"))
     measured = row.pop("model_fidelity", None)
     row["fidelity"] = float(fidelity) if isinstance(fidelity, (int, float)) else measured
     row["loss"] = row["valid_loss"] if row["valid_loss"] is not None else row["train_loss"]

@@ -21,6 +21,7 @@ import pyarrow as pa
 from distrec.artifacts import Timer, staged_output, write_json, write_manifest, write_table, wrote
 from distrec.errors import ConfigError
 from distrec.eval.baselines import Popularity
+from distrec.eval.evaluation import METRICS_JSON
 from distrec.eval.protocol import EvalProtocol
 
 
@@ -91,7 +92,7 @@ def run(cfg) -> dict:
     with staged_output(cfg.paths.eval) as out:
         write_table(_predictions_table(result.predictions), out / "predictions")
         report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
-        write_json(out / "metrics.json", report)
+        write_json(out / METRICS_JSON, report)
         write_manifest(out, stage="evaluate", config=cfg, timings=timer.phases,
                        inputs={"data": data.content_hash, "sids": trained.sid_hash, "model": info.get("model_hash")},
                        counts={"users": metrics["users"]})

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from distrec.artifacts import Timer, check_same_dataset, dir_hash, shard_paths, staged_output, write_json, write_manifest, wrote
+from distrec.artifacts import Timer, staged_output, write_json, write_manifest, wrote
 from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 from distrec.parallel.executor import executor
+from distrec.tokenize.embedders import ItemEmbeddings
 from distrec.tokenize.quantizers import build_quantizer
 from distrec.tokenize.report import format_report, quality_report
 from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level, row_keys
@@ -73,9 +74,8 @@ def resolve_collisions(codes, kind, q, vectors_of_rows):
 
 def run(cfg):
     tcfg = cfg.tokenizer
-    check_same_dataset(cfg.paths.embeddings, cfg.data.name)
-    emb_dir, out = Path(cfg.paths.embeddings) / "item_embeddings", Path(cfg.paths.sids)
-    paths = shard_paths(emb_dir)
+    embeddings = ItemEmbeddings(cfg.paths.embeddings, cfg.data.name)
+    emb_dir, paths, out = embeddings.table_dir, embeddings.shards, Path(cfg.paths.sids)
     run_on = executor(tcfg.num_workers, cfg.cluster, "tokenizer.num_workers")
     q = build_quantizer(tcfg, progress=cfg.progress).run_on(run_on)
     timer = Timer()
@@ -117,7 +117,7 @@ def run(cfg):
         report["fit_items"] = int(fit_items)
         report["content_hash"] = table.content_hash
         write_json(tmp / "quality.json", report)
-        write_manifest(tmp, stage="tokenize", config=cfg, inputs={"embeddings": dir_hash(emb_dir)},
+        write_manifest(tmp, stage="tokenize", config=cfg, inputs={"embeddings": embeddings.content_hash},
                        timings=timer.phases, counts={"items": table.num_items, "levels": table.levels,
                                                      "collisions_after": dedup["collisions_after"]},
                        extra={"content_hash": table.content_hash})

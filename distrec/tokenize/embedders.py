@@ -20,11 +20,14 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from omegaconf import OmegaConf
 
+from distrec.artifacts import check_same_dataset, dir_hash, shard_paths
 from distrec.clustering.vectors import vectors_from_arrow
 from distrec.errors import ConfigError, DataError, MissingExtra
 
@@ -243,3 +246,19 @@ def embed_table(embedder, items: pa.Table, do_normalize: bool, seed: int = 0) ->
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1), pa.float32()), x.shape[1])
     return pa.table({"item_id": items.column("item_id").cast(pa.int64()), "vector": vectors,
                      "no_content": pa.array(empty)})
+
+
+class ItemEmbeddings:
+    """The embed/ artifact as the tokenize stage opens it: item_embeddings/ shards (item_id, vector,
+    no_content) and the manifest that makes it complete; `dataset` refuses one made from other data."""
+
+    def __init__(self, directory: str | Path, dataset: str | None = None):
+        self.directory = Path(directory)
+        if dataset is not None:
+            check_same_dataset(self.directory, dataset)
+        self.table_dir = self.directory / "item_embeddings"
+        self.shards = shard_paths(self.table_dir)  # a DataError naming the directory when there are none
+
+    @cached_property
+    def content_hash(self) -> str:
+        return dir_hash(self.table_dir)
