@@ -52,6 +52,24 @@ class EmbedConfig:
 
 
 @dataclass
+class PQConfig:
+    """tokenizer.method=opq | pq (RPG, ACERec): product quantization into unordered digits."""
+
+    num_subspaces: int = 32  # m digits
+    opq_iters: int = 50  # opq: rotation/PQ alternations (faiss default 50)
+    pca_dim: int = 0  # PCA to this many dims before quantizing (RPG: 512 = 32 sub-spaces x 16); 0 = none
+    pca_whiten: bool = True  # with pca_dim: scale every principal component to unit variance (RPG)
+
+
+@dataclass
+class GAOQConfig:
+    """tokenizer.method=gaoq | hkmeans_local (ReSID)."""
+
+    # [b_0, ..., b_{L-1}], or without the last entry (then derived); empty = derived from the catalog size
+    branching: list[int] = field(default_factory=list)
+
+
+@dataclass
 class RQVAEConfig:
     """tokenizer.method=rq_vae (TIGER)."""
 
@@ -69,10 +87,6 @@ class TokenizerConfig:
     method: str = "rq_kmeans"  # rq_kmeans | rq_vae | opq | pq | gaoq (see quantizers.QUANTIZERS)
     levels: int = 3
     codebook_size: int = 256
-    num_subspaces: int = 32  # opq/pq: m digits
-    opq_iters: int = 50  # opq: rotation/PQ alternations (faiss default 50)
-    pca_dim: int = 0  # opq/pq: PCA to this many dims before quantizing (RPG: 512 = 32 sub-spaces x 16); 0 = none
-    pca_whiten: bool = True  # opq/pq with pca_dim: scale every principal component to unit variance (RPG)
     dedup: Dedup = Dedup.digit
     train_items: TrainItems = TrainItems.all
     points_per_centroid: int = 256  # sampled k-means training cap (faiss convention)
@@ -83,6 +97,7 @@ class TokenizerConfig:
     batch_rows: int = 65_536  # rows per streamed parquet batch inside a k-means worker
     num_shards: int = 4  # output parquet shards of the SID table
     seed: int = 0
+    pq: PQConfig = field(default_factory=PQConfig)  # method=opq | pq
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)  # method=rq_vae
     # GAOQ (ReSID)
-    branching: list[int] = field(default_factory=list)  # per level; empty = derived from catalog size
+    gaoq: GAOQConfig = field(default_factory=GAOQConfig)  # method=gaoq | hkmeans_local

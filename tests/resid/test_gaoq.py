@@ -105,7 +105,7 @@ def test_built_from_config():
     from distrec.config import compose
 
     for method in ("gaoq", "hkmeans_local"):
-        cfg = compose([f"tokenizer={method}", "tokenizer.branching=[4,4]"])
+        cfg = compose([f"tokenizer={method}", "tokenizer.gaoq.branching=[4,4]"])
         q = build_quantizer(cfg.tokenizer, progress=False)
         assert q.method == method and q.branching_cfg == [4, 4]
 

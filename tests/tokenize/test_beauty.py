@@ -72,8 +72,8 @@ def test_pq_long_ids_are_unique_without_an_extra_digit(beauty_root, tokenize):
 def test_opq_fits_on_training_items_only(beauty_root, tokenize):
     from distrec.data.dataset import load_prepared
 
-    sids, quality = tokenize(beauty_root, "sids_opq_fast", "tokenizer=opq", "tokenizer.num_subspaces=8",
-                             "tokenizer.opq_iters=2", "tokenizer.pca_dim=128")
+    sids, quality = tokenize(beauty_root, "sids_opq_fast", "tokenizer=opq", "tokenizer.pq.num_subspaces=8",
+                             "tokenizer.pq.opq_iters=2", "tokenizer.pq.pca_dim=128")
     assert sids.levels == 8 and sids.num_collisions() == 0
     assert quality["fit_items"] == len(load_prepared(beauty_root / "data").train_item_ids())
     assert quality["num_items"] == NUM_ITEMS

@@ -70,9 +70,9 @@ def test_rq_kmeans_plug_in_assignment_hook():
 def test_build_from_config_and_unknown_method():
     from omegaconf import OmegaConf
 
-    from distrec.tokenize.config import TokenizerConfig
+    from distrec.tokenize.config import PQConfig, TokenizerConfig
 
-    cfg = OmegaConf.structured(TokenizerConfig(method="opq", num_subspaces=8))
+    cfg = OmegaConf.structured(TokenizerConfig(method="opq", pq=PQConfig(num_subspaces=8)))
     assert isinstance(build_quantizer(cfg, progress=False), OPQ)
     cfg.method = "nope"
     with pytest.raises(ConfigError, match="tokenizer.method='nope'"):

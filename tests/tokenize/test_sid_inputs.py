@@ -98,8 +98,8 @@ def test_rq_kmeans_normalises_residuals_by_default():
 
 def test_opq_config_is_rpgs_pca_whitened_16_dims_per_subspace():
     t = compose(["tokenizer=opq"]).tokenizer
-    assert (t.pca_dim, t.pca_whiten, t.num_subspaces, t.codebook_size) == (512, True, 32, 256)
-    assert t.pca_dim // t.num_subspaces == 16
+    assert (t.pq.pca_dim, t.pq.pca_whiten, t.pq.num_subspaces, t.codebook_size) == (512, True, 32, 256)
+    assert t.pq.pca_dim // t.pq.num_subspaces == 16
 
 
 def test_opq_whitens_before_rotating_and_survives_save_load(tmp_path):
@@ -119,7 +119,7 @@ def test_opq_whitens_before_rotating_and_survives_save_load(tmp_path):
 
 
 def test_opq_pca_dim_larger_than_the_embedding_is_a_clear_error():
-    with pytest.raises(ConfigError, match=r"tokenizer.pca_dim=64 is larger than the embedding dimension 32.*embed.dim"):
+    with pytest.raises(ConfigError, match=r"tokenizer.pq.pca_dim=64 is larger than the embedding dimension 32.*embed.dim"):
         OPQ(4, 16, pca_dim=64).fit(clustered())
 
 

@@ -13,7 +13,7 @@ indices, the paper's Q2 ablation (`tokenizer.method=hkmeans_local`).
 
 Nodes below level 0 are independent given the shared anchors, so each level-0 cluster's subtree
 is fitted as one job: in-process, or batched into Ray tasks (`run_on`; distrec/parallel/gaoq.py).
-Branching factors: `tokenizer.branching` ([b_0, ..., b_{L-1}], or without the last entry, which is
+Branching factors: `tokenizer.gaoq.branching` ([b_0, ..., b_{L-1}], or without the last entry, which is
 then the largest population a last-level node can have); empty = derived from the catalog size
 (b_0 = b_1 ~ sqrt(N / 15), the paper's b_0 * b_1 ~ N / 10-20 rule).
 """
@@ -43,10 +43,10 @@ def derive_branching(num_items: int, levels: int, given: list[int] | None = None
     if levels < 2:
         raise ConfigError("tokenizer.levels must be >= 2 for gaoq/hkmeans_local (the last level resolves collisions)")
     if given and len(given) not in (levels - 1, levels):
-        raise ConfigError(f"tokenizer.branching={given} needs {levels - 1} or {levels} entries for tokenizer.levels={levels}",
+        raise ConfigError(f"tokenizer.gaoq.branching={given} needs {levels - 1} or {levels} entries for tokenizer.levels={levels}",
                           )
     if any(b < 1 for b in given):
-        raise ConfigError(f"tokenizer.branching={given}: every entry must be >= 1")
+        raise ConfigError(f"tokenizer.gaoq.branching={given}: every entry must be >= 1")
     inner = given[:levels - 1]
     if not inner:  # b_0 = b_1 ~ sqrt(N / 15); deeper inner levels (levels > 3) split in two
         b = max(2, round(math.sqrt(num_items / ITEMS_PER_PREFIX)))
@@ -55,7 +55,7 @@ def derive_branching(num_items: int, levels: int, given: list[int] | None = None
     for b in inner:  # balanced clusters hold at most ceil(n / b) items
         population = math.ceil(population / b)
     if len(given) == levels and given[-1] < population:
-        raise ConfigError(f"tokenizer.branching={given}: a last-level node can hold {population} items, more than "
+        raise ConfigError(f"tokenizer.gaoq.branching={given}: a last-level node can hold {population} items, more than "
                           f"its {given[-1]} codes, so SIDs would collide",
                           )
     return inner + [given[-1] if len(given) == levels else population]
@@ -178,7 +178,7 @@ class GAOQ(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.levels, list(cfg.branching), cfg.kmeans_iters, cfg.seed, progress, cfg.points_per_centroid)
+        return cls(cfg.levels, list(cfg.gaoq.branching), cfg.kmeans_iters, cfg.seed, progress, cfg.points_per_centroid)
 
     def run_on(self, executor) -> "GAOQ":
         self.fit_subtrees = executor.fit_subtrees  # the level-0 clusters' subtrees, in parallel
@@ -202,7 +202,7 @@ class GAOQ(Quantizer):
         self.branching = derive_branching(len(x), self.levels, self.branching_cfg)
         self.levels = len(self.branching)
         if self.branching[0] > len(x):
-            raise ConfigError(f"tokenizer.branching[0]={self.branching[0]} is larger than the catalog ({len(x)} items)")
+            raise ConfigError(f"tokenizer.gaoq.branching[0]={self.branching[0]} is larger than the catalog ({len(x)} items)")
         plan = self._plan(x.shape[1])
         self.anchors = plan.anchors
         timer = Timer()

@@ -41,13 +41,14 @@ class PQ(Quantizer):
 
     @classmethod
     def from_config(cls, cfg, progress: bool = True):
-        return cls(cfg.num_subspaces, cfg.codebook_size, cfg.seed, cfg.opq_iters, cfg.pca_dim, cfg.pca_whiten,
+        p = cfg.pq
+        return cls(p.num_subspaces, cfg.codebook_size, cfg.seed, p.opq_iters, p.pca_dim, p.pca_whiten,
                    progress=progress)
 
     def _fit_pca(self, x):
         if self.pca_dim > x.shape[1]:
-            raise ConfigError(f"tokenizer.pca_dim={self.pca_dim} is larger than the embedding dimension {x.shape[1]}: "
-                              f"embed with embed.dim >= {self.pca_dim}, or set tokenizer.pca_dim <= {x.shape[1]} "
+            raise ConfigError(f"tokenizer.pq.pca_dim={self.pca_dim} is larger than the embedding dimension {x.shape[1]}: "
+                              f"embed with embed.dim >= {self.pca_dim}, or set tokenizer.pq.pca_dim <= {x.shape[1]} "
                               "(0 = no PCA)")
         mean = x.mean(0, dtype=np.float64).astype(np.float32)
         centred = x - mean
@@ -74,8 +75,8 @@ class PQ(Quantizer):
         z = self._transform(x)
         d = z.shape[1]
         if d % self.m:
-            raise ConfigError(f"tokenizer.num_subspaces={self.m} must divide the embedding dimension {d}"
-                              + (" (tokenizer.pca_dim)" if self.pca_dim else ""))
+            raise ConfigError(f"tokenizer.pq.num_subspaces={self.m} must divide the embedding dimension {d}"
+                              + (" (tokenizer.pq.pca_dim)" if self.pca_dim else ""))
         if self.rotate:
             self.opq = faiss.OPQMatrix(d, self.m)
             self.opq.niter = self.opq_iters
