@@ -3,7 +3,7 @@
 import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Optional
+from typing import Any, Optional
 
 from distrec.eval.config import Decoding
 
@@ -126,6 +126,8 @@ class MethodConfig:
 
     name: str = "sasrec"  # sasrec | hstu_retrieval | tiger | flat_decoder | rpg | acerec | intrr
     module: Optional[str] = None  # the Python module defining the method; null = distrec.models.methods.<name>
+    # settings of a method that has no node here (one added from outside distrec): the method checks them
+    options: dict[str, Any] = field(default_factory=dict)
     loss: Loss = Loss.softmax  # sasrec, hstu_retrieval
     num_negatives: int = 128
     temperature: float = 1.0

@@ -30,7 +30,7 @@ class BagOfCodes(Recommender):
 
     @classmethod
     def from_config(cls, model_cfg, method_cfg, catalog):
-        return cls(catalog.sid_table, dim=16)
+        return cls(catalog.sid_table, dim=int(method_cfg.options.get("dim", 8)))
 
     def scores(self, input_ids):
         items = self.embed(self.item_tokens).sum(1)  # [N + 1, d]
@@ -54,6 +54,8 @@ CONFIG_FILE = """
 # toy: a bag of semantic-ID tokens (tests/architecture/test_new_method.py)
 name: toy
 module: toy_method
+options:
+  dim: 16
 """
 
 
@@ -70,6 +72,7 @@ def test_a_toy_method_needs_one_model_file_and_one_config_file(tmp_path, data_ro
                    "engine=plain", "train.global_batch_size=64", "train.max_steps=6", "train.warmup_steps=1",
                    "train.eval_every=3", "train.val_max_users=100", "eval.max_users=200", "progress=false"])
     run(cfg)
+    assert json.loads((tmp_path / "run" / "train" / "model.json").read_text())["method"]["options"] == {"dim": 16}
 
     for artifact in ("data", "embed", "sids", "train", "eval"):  # embed + tokenize: it declared uses_sids
         assert (tmp_path / "run" / artifact / "manifest.json").exists(), artifact
