@@ -3,8 +3,8 @@
 `distrec run`, `distrec sweep`, the CLI's help and the `paths.*` config all read it. An artifact is
 named by its `paths.<key>`; its directory is `paths.root/<directory>` unless overridden.
 
-    prepare ─► data ─► embed ─► embeddings ─► tokenize ─► sids ─┐
-           └──────────────────────────────────────────────────► train ─► train ─► evaluate ─► eval
+    prepare -> data -> embed -> embeddings -> tokenize -> sids     (embed, tokenize: SID methods only)
+               data + sids -> train -> train -> evaluate (+ data, sids) -> eval
 
 No imports: the CLI reads this before anything heavy loads.
 """

@@ -1,6 +1,5 @@
 """Every shipped config composes against the typed schema; bad keys and types fail early."""
 
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
