@@ -269,7 +269,7 @@ def flops_per_sample(cfg, train_dir: Path, device, steps: int = 3) -> float:
 
     t = cfg.train
     trained = TrainedModel(train_dir)
-    model = trained.load("last", trained.sid_table(cfg.paths.sids), device)
+    model = trained.load("last", cfg.paths.sids, device)
     data = load_prepared(cfg.paths.data).sequence_data()
     index = build_train_index(data, cfg.model.max_history, t.include_valid)
     plan = plan_batches(t.global_batch_size, 1, t.micro_batch_size)

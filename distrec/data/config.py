@@ -58,7 +58,7 @@ class DataConfig:
     min_item_interactions: int = 0
     max_history: Optional[int] = None  # keep only the last N interactions per user
     min_rating: Optional[float] = None  # drop interactions rated below this (explicit-feedback data)
-    categories: Categories = Categories.hierarchy  # hierarchy (category path -> category_1..3) | tags (unordered, e.g. genres)
+    categories: Categories = Categories.hierarchy
     split: Split = Split.leave_one_out
     temporal_valid_frac: float = 0.1  # temporal split: fraction of time span for validation
     temporal_test_frac: float = 0.1

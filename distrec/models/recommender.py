@@ -84,8 +84,7 @@ def method_class(name: str, module: str | None = None) -> type[Recommender]:
         hint = f"choose one of {builtin_methods()}" if module.startswith(METHODS_PACKAGE) else \
             "check method.module (a Python module importable from here)"
         raise ConfigError(f"method.name='{name}': no module {module}; {hint}") from None
-    classes = [c for c in vars(found).values()
-               if isinstance(c, type) and issubclass(c, Recommender) and getattr(c, "name", None) == name]
+    classes = _recommenders_named(found, name)
     if len(classes) != 1:
         raise ConfigError(f"method.name='{name}': {module} defines {len(classes)} Recommender subclasses named "
                           f"'{name}' (it must define one)")
@@ -97,12 +96,16 @@ def builtin_methods() -> list[str]:
     package = importlib.import_module(METHODS_PACKAGE)
     names = []
     for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{METHODS_PACKAGE}.{info.name}")
-        if any(isinstance(c, type) and issubclass(c, Recommender) and getattr(c, "name", None) == info.name
-               for c in vars(module).values()):
+        if _recommenders_named(importlib.import_module(f"{METHODS_PACKAGE}.{info.name}"), info.name):
             names.append(info.name)
     return sorted(names)
 
 
+def _recommenders_named(module, name: str) -> list[type[Recommender]]:
+    return [c for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, Recommender) and getattr(c, "name", None) == name]
+
+
 def build_model(model_cfg, method_cfg, catalog: Catalog) -> Recommender:
-    return method_class(method_cfg.name, getattr(method_cfg, "module", None)).from_config(model_cfg, method_cfg, catalog)
+    cls = method_class(method_cfg.name, getattr(method_cfg, "module", None))  # untyped configs may lack `module`
+    return cls.from_config(model_cfg, method_cfg, catalog)

@@ -43,7 +43,7 @@ def run(cfg) -> dict:
             raise ConfigError(f"{train_dir / 'model.json'}: this model was trained on the validation items "
                               "(train.include_valid=true); evaluate it on eval.split=test")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = trained.load(str(cfg.eval.checkpoint), trained.sid_table(cfg.paths.sids), device)
+        model = trained.load(str(cfg.eval.checkpoint), cfg.paths.sids, device)
         data = load_prepared(cfg.paths.data, cfg.data.name)
         trained.check_data(data)
         sequences = data.sequence_data()

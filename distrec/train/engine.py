@@ -130,7 +130,6 @@ def _param_groups(model: nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
 
 
-
 def import_deepspeed():
     """`import deepspeed`, without its start-up noise and without probing or building its ops.
 

@@ -93,9 +93,9 @@ class TrainedModel:
         from distrec.tokenize.sid_table import SIDTable
 
         directory = self.sids_dir(sids_dir)
-        return None if directory is None else self.check_sid_table(SIDTable.load(directory))
-
-    def check_sid_table(self, sid_table):
+        if directory is None:
+            return None
+        sid_table = SIDTable.load(directory)
         if sid_table.content_hash != self.sid_hash:
             raise ConfigError(f"{self.directory / MODEL_JSON}: the model was trained with SID table {self.sid_hash} "
                               f"but the given one is {sid_table.content_hash}; evaluate with the SID table it was "
@@ -112,9 +112,9 @@ class TrainedModel:
             raise ConfigError(f"{where}: the model was trained on prepared data {self.data_hash} but "
                               f"{data.directory} is {data.content_hash}; set paths.data to the data it was trained on")
 
-    def load(self, which: str = "best", sid_table=None, device="cpu"):
+    def load(self, which: str = "best", sids_dir: str | Path | None = None, device="cpu"):
         """The model rebuilt from model.json with `weights/<which>` (or a weights file's path) loaded,
-        in eval mode on `device`. `sid_table`: given (checked), else found with `sid_table()`."""
+        in eval mode on `device`, with its SID table (`sid_table(sids_dir)`)."""
         from omegaconf import OmegaConf
 
         from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
@@ -125,8 +125,7 @@ class TrainedModel:
                                                                             "trained weights", hint)
         if not path.exists():
             raise DataError("trained weights not found", path, hint=hint)
-        if self.sid_hash:
-            sid_table = self.sid_table() if sid_table is None else self.check_sid_table(sid_table)
+        sid_table = self.sid_table(sids_dir)
         counts_path = self.directory / ITEM_COUNTS
         counts = np.load(counts_path) if counts_path.exists() else None
         saved = with_legacy_values({"model": self.info["model"], "method": self.info["method"]})  # keys it predates

@@ -6,9 +6,9 @@ the concatenation of each item's learned field embeddings as its vector.
 Fields: the item id plus every non-text field of items.parquet (`famae.fields` to choose):
 categorical ids, multi-valued attribute/genre sets, numeric fields in quantile buckets. Training
 runs the FAMAE model through the training loop (DeepSpeed engine; in-process or on Ray Train workers,
-as the executor the embed stage hands it says) with its own hyperparameters (`famae.*`),
-validating on Recall/NDCG@10 with every target field masked. Afterwards the two diagnostics of the paper are measured on the test split
-and written to `<famae.train_dir>/diagnostics.json`:
+as the executor the embed stage hands it says) with its own hyperparameters (`famae.*`), validating
+on Recall/NDCG@10 with every target field masked. Afterwards the two diagnostics of the paper are
+measured on the test split and written to `<famae.train_dir>/diagnostics.json`:
   - recall@10 of the target item with ALL its fields masked (collaborative capability);
   - recall@10 of the item id with ONLY the item-id field masked (discriminative semantics).
 """
@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 from omegaconf import OmegaConf
 
-from distrec.artifacts import dir_hash, write_json
+from distrec.artifacts import write_json
 from distrec.errors import ConfigError, DataError
 from distrec.models.methods.famae import FAMAE, FieldSpec
 
@@ -137,7 +137,6 @@ class FAMAEEmbedder:
 
     def fit(self, inputs: pa.Table):
         """Train on the whole prepared data given to `inputs` (a fit sample of items is not used)."""
-        from distrec.data.batches import SequenceData
         from distrec.train.checkpoint import config_hash, model_identity
         from distrec.train.loop import TrainJob, check_train_config
         from distrec.train.trainer import export_run
@@ -148,10 +147,10 @@ class FAMAEEmbedder:
         specs, tables = item_field_tables(data.items, data.fields, list(f.fields), f.numeric_buckets,
                                           dict(f.field_weights or {}), where / "items")
         log.info("famae: fields %s", [(s.name, s.vocab, "multi" if s.multi else "single") for s in specs])
-        sequences = SequenceData.from_arrow(data.sequences, source=where / "sequences")
+        sequences = data.sequence_data()
         famae_cfg = OmegaConf.to_container(f, resolve=True)
         identity = model_identity({"famae": famae_cfg, "fields": [s.__dict__ for s in specs]}, {"name": "famae"},
-                                  data.num_items, None, dir_hash(where / "sequences"))
+                                  data.num_items, None, data.content_hash)
         train_dir = Path(f.train_dir)
         train_dir.mkdir(parents=True, exist_ok=True)
         job_cfg = job_config(f, self.seed, self.progress)

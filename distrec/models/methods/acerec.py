@@ -100,7 +100,8 @@ class ConvMerger(nn.Module):
         return self.conv(tokens.transpose(1, 2)).transpose(1, 2)
 
 
-MERGER_CLASSES = {Merger.atm: AttentiveTokenMerger, Merger.mean: MeanMerger, Merger.mlp: MlpMerger, Merger.conv: ConvMerger}
+MERGER_CLASSES = {Merger.atm: AttentiveTokenMerger, Merger.mean: MeanMerger, Merger.mlp: MlpMerger,
+                  Merger.conv: ConvMerger}
 
 
 class ReconDecoder(nn.Module):
