@@ -23,6 +23,7 @@ Examples:
   distrec prepare data=beauty                   # real data (see configs/data/)
   distrec train experiment=sasrec_beauty engine.num_workers=2
   distrec tokenize tokenizer=rq_kmeans --cfg job   # print the composed config, do nothing
+  distrec tokenize --extend                     # SIDs for items added since, from the frozen codebooks
   distrec train --multirun train.lr=1e-3,3e-3
 
 Configs live in configs/; every key is typed and checked before work starts.
@@ -53,6 +54,14 @@ def hydra_argv(stage: str, args: list[str]) -> list[str]:
             overrides.append(args[i])
             i += 1
     return [*flags, f"stage={stage}", *overrides]
+
+
+# distrec's own flags, as the overrides they stand for
+STAGE_FLAGS = {("tokenize", "--extend"): "tokenizer.extend=${paths.sids}"}  # extend the table in place
+
+
+def stage_flags(stage: str, args: list[str]) -> list[str]:
+    return [STAGE_FLAGS.get((stage, a), a) for a in args]
 
 
 def absolute_paths(cfg) -> None:
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)
             sys.exit(stopped[1])
 
-    sys.argv = [f"distrec {stage}", *hydra_argv(stage, rest)]
+    sys.argv = [f"distrec {stage}", *hydra_argv(stage, stage_flags(stage, rest))]
     signal.signal(signal.SIGTERM, _terminate)
     _main()
 

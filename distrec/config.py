@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distrec.data.config import DataConfig
 from distrec.eval.config import EvalConfig
+from distrec.inference.config import RecommendConfig, ServeConfig
 from distrec.models.config import MethodConfig, ModelConfig
 from distrec.parallel.config import ClusterConfig
 from distrec.pipeline import ARTIFACTS
@@ -43,6 +44,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def check_config(cfg) -> None:

@@ -5,6 +5,7 @@ named by its `paths.<key>`; its directory is `paths.root/<directory>` unless ove
 
     prepare -> data -> embed -> embeddings -> tokenize -> sids     (embed, tokenize: SID methods only)
                data + sids -> train -> train -> evaluate (+ data, sids) -> eval
+    then, with a trained model:  recommend (+ data, sids) -> recommendations;  serve (an endpoint)
 
 No imports: the CLI reads this before anything heavy loads.
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # paths.<key> -> its directory under paths.root
-ARTIFACTS = {"data": "data", "embeddings": "embed", "sids": "sids", "train": "train", "eval": "eval"}
+ARTIFACTS = {"data": "data", "embeddings": "embed", "sids": "sids", "train": "train", "eval": "eval",
+             "recommendations": "recommend"}
 
 
 @dataclass(frozen=True)
@@ -32,19 +34,25 @@ STAGES = (
           reads=(), writes="data", shared=True),
     Stage("embed", "compute item embeddings (TF-IDF+SVD, fields, sentence-transformers, FAMAE, column)",
           reads=("data",), writes="embeddings", sids_only=True, shared=True),
-    Stage("tokenize", "quantize embeddings into semantic IDs: the SID table and its quality report",
+    Stage("tokenize", "quantize embeddings into semantic IDs (--extend: SIDs for items added since training)",
           reads=("embeddings",), writes="sids", sids_only=True, shared=True),
     Stage("train", "train a model with the DeepSpeed engine (under Ray Train when engine.num_workers > 0)",
           reads=("data", "sids"), writes="train"),
     Stage("evaluate", "full-catalog evaluation of a trained checkpoint: metrics.json + predictions.parquet",
           reads=("data", "sids", "train"), writes="eval"),
 )
+# what a trained model is for: not part of `distrec run`
+USES = (
+    Stage("recommend", "batch top-K for every user (or a parquet of histories), streamed on Ray Data",
+          reads=("data", "sids", "train"), writes="recommendations"),
+)
 # subcommands over the stages
 COMMANDS = {
+    "serve": "answer POST /recommend with a trained model on Ray Serve (127.0.0.1, token auth)",
     "sweep": "run a grid of train+evaluate jobs on Ray, fit scaling laws, plot them",
     "run": "the whole pipeline: " + " -> ".join(s.name for s in STAGES),
 }
-SUBCOMMANDS = {**{s.name: s.summary for s in STAGES}, **COMMANDS}
+SUBCOMMANDS = {**{s.name: s.summary for s in STAGES + USES}, **COMMANDS}
 
 
 def stages_for(uses_sids: bool) -> list[Stage]:
@@ -53,4 +61,4 @@ def stages_for(uses_sids: bool) -> list[Stage]:
 
 
 def stage_named(name: str) -> Stage:
-    return next(s for s in STAGES if s.name == name)
+    return next(s for s in STAGES + USES if s.name == name)

@@ -35,7 +35,7 @@ def drop_history(item_ids: torch.Tensor, scores: torch.Tensor, history: torch.Te
     return item_ids, scores.masked_fill(seen, float("-inf"))
 
 
-def _precision_context(device: torch.device, precision: str):
+def precision_context(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -83,7 +83,7 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            with _precision_context(device, precision):
+            with precision_context(device, precision):
                 item_ids, scores = recommend_in_pieces(model, batch, width, beam_rows)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)

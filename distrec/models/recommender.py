@@ -45,6 +45,9 @@ class Recommender(nn.Module):
     name: ClassVar[str]  # method.name
     uses_sids: ClassVar[bool] = True  # reads catalog.sid_table (the pipeline tokenizes first)
     decodings: ClassVar[tuple[str, ...]] = ("auto",)  # how `recommend` can generate; "auto" = the method's own
+    # its parameters do not depend on the catalog: items added to the SID table after training
+    # (`distrec tokenize --extend`) can be recommended (a method with an embedding per item sets False)
+    extendable: ClassVar[bool] = True
     decoding: str = "auto"
     beam_width: int | None = None  # methods that decode with a beam set it
 

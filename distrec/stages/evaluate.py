@@ -44,8 +44,9 @@ def run(cfg) -> dict:
                               "(train.include_valid=true); evaluate it on eval.split=test")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = trained.load(str(cfg.eval.checkpoint), cfg.paths.sids, device)
+        sid_table = trained.sid_table(cfg.paths.sids)
         data = load_prepared(cfg.paths.data, cfg.data.name)
-        trained.check_data(data)
+        trained.check_data(data, sid_table)
         sequences = data.sequence_data()
     protocol = replace(protocol, data_hash=data.content_hash, sid_hash=trained.sid_hash,
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
@@ -70,8 +71,10 @@ def run(cfg) -> dict:
                           beam_rows=cfg.eval.beam_rows)
     metrics = result.metrics.result()
     with timer("popularity baseline"):  # the same users and protocol; one sort of the item counts
-        popularity = evaluate(Popularity(data.item_counts()).to(device), batches(), ks=protocol.ks,
-                              num_items=data.num_items, filter_history=protocol.filter_history).metrics.result()
+        popular = evaluate(Popularity(data.item_counts()).to(device), batches(), ks=protocol.ks,
+                           num_items=data.num_items, filter_history=protocol.filter_history,
+                           keep_predictions=bool(trained.new_items(sid_table)))
+        popularity = popular.metrics.result()
     metric = info.get("select_metric", "ndcg@10")  # the validation metric that chose the checkpoint
 
     report = {
@@ -89,6 +92,9 @@ def run(cfg) -> dict:
         "device": device,
         "precision": cfg.engine.precision,
     }
+    if trained.new_items(sid_table):  # the catalog grew since training: the users whose target is a new item
+        report["cold_start"] = cold_start(result.predictions, popular.predictions, trained.num_items,
+                                          trained.new_items(sid_table), protocol.ks)
     with staged_output(cfg.paths.eval) as out:
         write_table(_predictions_table(result.predictions), out / "predictions")
         report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
@@ -99,6 +105,22 @@ def run(cfg) -> dict:
     print(metrics_table(report))
     wrote("evaluate", f"metrics.json, predictions/ ({metrics['users']:,} users)", cfg.paths.eval)
     return report
+
+
+def cold_start(predictions: dict, popular: dict, trained_items: int, new_items: int, ks) -> dict:
+    """Recall/NDCG@K of the model and of popularity over the users whose target was added after training
+    (ids past `trained_items`: `distrec tokenize --extend`)."""
+    import torch
+
+    from distrec.eval.metrics import hits_and_ndcg
+
+    def metrics(p):
+        ranks = torch.tensor(p["rank"])[torch.tensor(p["target"]) > trained_items]
+        return {name: float(v.mean()) if len(ranks) else 0.0 for name, v in hits_and_ndcg(ranks, ks).items()}
+
+    users = int(sum(t > trained_items for t in predictions["target"]))
+    return {"new_items": new_items, "trained_items": trained_items, "users": users,
+            "metrics": metrics(predictions), "popularity": metrics(popular)}
 
 
 def _checkpoint_selection(info: dict, checkpoint: str) -> str:
@@ -142,4 +164,11 @@ def metrics_table(report: dict) -> str:
         for name in ("recall", "ndcg"):
             lines.append(f"  {name:<8}" + "".join(f"{popularity[f'{name}@{k}']:9.4f}" for k in ks)
                          + "   (popularity baseline)")
+    cold = report.get("cold_start")
+    if cold:  # the catalog grew since training (`tokenize --extend`): users whose target is a new item
+        lines.append(f"  cold start: {cold['users']} users whose target is one of the {cold['new_items']} items "
+                     "added after training")
+        for who, m in (("model", cold["metrics"]), ("popularity", cold["popularity"])):
+            lines.append(f"  {who:<10}" + "  ".join(f"R@{k} {m[f'recall@{k}']:.4f} N@{k} {m[f'ndcg@{k}']:.4f}"
+                                                   for k in ks))
     return "\n".join(lines)

@@ -4,11 +4,15 @@ RQ-KMeans streams the embedding shards through k-means workers (in-process, or R
 `tokenizer.num_workers > 0`), so the catalog never has to fit in one process. The other quantizers
 fit in memory on the catalog (or, with `tokenizer.train_items=train`, on the items seen in
 training sequences) and encode every item. Collisions are then resolved (`tokenizer.dedup`).
+
+`tokenizer.extend` (`distrec tokenize --extend`): items added after training get SIDs from the frozen
+codebooks of the table being extended; no existing item's code changes (distrec/tokenize/extend.py).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,8 @@ from distrec.clustering.vectors import VectorShards
 from distrec.errors import ConfigError, DataError
 from distrec.parallel.executor import executor
 from distrec.tokenize.embedders import ItemEmbeddings
-from distrec.tokenize.quantizers import build_quantizer
+from distrec.tokenize.extend import extended_table, extends, new_item_codes
+from distrec.tokenize.quantizers import build_quantizer, load_quantizer
 from distrec.tokenize.report import format_report, quality_report
 from distrec.tokenize.sid_table import SIDTable, add_dedup_digit, group_rows, reassign_last_level, row_keys
 
@@ -73,6 +78,8 @@ def resolve_collisions(codes, kind, q, vectors_of_rows):
 
 
 def run(cfg):
+    if cfg.tokenizer.extend:
+        return extend(cfg)
     tcfg = cfg.tokenizer
     embeddings = ItemEmbeddings(cfg.paths.embeddings, cfg.data.name)
     emb_dir, paths, out = embeddings.table_dir, embeddings.shards, Path(cfg.paths.sids)
@@ -136,3 +143,71 @@ def reconstruction(q, x, codes, batch: int = 65_536):
     except NotImplementedError:
         return None, sq_norm
     return sq_err, sq_norm
+
+
+SAME_CODE_SAMPLE = 10_000  # earlier items re-encoded to check the embeddings are the ones the parent saw
+
+
+def extend(cfg):
+    """The table at `tokenizer.extend` + SIDs for the items of paths.embeddings past its last item, written to
+    paths.sids. In place (the default of --extend), the parent is kept beside it as `<sids>.<its hash>`."""
+    parent_dir, out = Path(cfg.tokenizer.extend).resolve(), Path(cfg.paths.sids).resolve()
+    timer = Timer()
+    with timer("read"):
+        parent = SIDTable.load(parent_dir)
+        if not (parent_dir / "codebooks" / "quantizer.json").exists():
+            raise DataError("no frozen quantizer to encode new items with (codebooks/ is missing)", parent_dir,
+                            hint="extend a table written by `distrec tokenize`")
+        q = load_quantizer(parent_dir / "codebooks")
+        embeddings = ItemEmbeddings(cfg.paths.embeddings, cfg.data.name)
+        ids, x = VectorShards(embeddings.shards).read_all()
+        order = np.argsort(ids, kind="stable")
+        ids, x = ids[order], x[order]
+    n_old, n = parent.num_items, len(ids)
+    if not np.array_equal(ids, np.arange(1, n + 1)):
+        raise DataError(f"item ids must be dense 1..N to extend a SID table (got {n} ids)", embeddings.table_dir)
+    if n <= n_old:
+        raise DataError(f"no new items: the embeddings cover {n:,} items and the SID table already has {n_old:,}",
+                        embeddings.table_dir, hint="embed the catalog with the new items (paths.embeddings) first; "
+                        "new items take the ids after the table's last")
+    with timer("encode"):
+        codes, placed = new_item_codes(parent, q, x[n_old:])
+        same = _same_code_rate(parent, q, x[:n_old], cfg.seed)
+    if same < 0.9:
+        log.warning("tokenize --extend: only %.0f%% of a sample of the %d earlier items get their recorded code "
+                    "from these embeddings: are they the ones the parent was tokenized from?", 100 * same, n_old)
+    kept = parent_dir if out != parent_dir else parent_dir.with_name(f"{parent_dir.name}.{parent.content_hash}")
+    meta = {**parent.meta, "parent": {"content_hash": parent.content_hash, "num_items": n_old, "path": str(kept)},
+            "embeddings": str(embeddings.table_dir)}
+    table = extended_table(parent, codes, meta)
+    assert extends(table, parent.content_hash, n_old)
+    report = {"extended_from": parent.content_hash, "parent_items": n_old, "new_items": n - n_old,
+              "new_items_on_a_taken_sid": placed["collisions"], "new_items_moved": placed["moved"],
+              "earlier_items_same_code": round(same, 4), "collisions_after": table.num_collisions(),
+              "num_items": n, "codebook_sizes": table.codebook_sizes, "content_hash": table.content_hash}
+    if kept != parent_dir and not kept.exists():
+        shutil.copytree(parent_dir, kept)  # the parent version stays readable (models trained on it name it)
+    with staged_output(out) as tmp:
+        with timer("write"):
+            table.save(tmp, cfg.tokenizer.num_shards)
+            shutil.copytree(parent_dir / "codebooks", tmp / "codebooks")  # frozen: extend it again later
+        report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
+        write_json(tmp / "quality.json", report)
+        write_manifest(tmp, stage="tokenize", config=cfg, timings=timer.phases,
+                       inputs={"embeddings": embeddings.content_hash, "parent": parent.content_hash},
+                       counts={"items": n, "new_items": n - n_old, "levels": table.levels},
+                       extra={"content_hash": table.content_hash, "parent": meta["parent"]})
+    print(f"tokenize --extend: {n - n_old:,} new items after the {n_old:,} of {parent.content_hash}; "
+          f"{placed['collisions']:,} landed on a taken SID ({placed['moved']:,} moved to a free code), "
+          f"{table.num_collisions():,} shared SIDs in the table; earlier items unchanged")
+    wrote("tokenize", f"SID table of {n:,} items (parent {parent.content_hash} kept at {kept})", out)
+    return out
+
+
+def _same_code_rate(parent: SIDTable, q, x_old: np.ndarray, seed: int) -> float:
+    """Share of a sample of the parent's items whose vectors the frozen quantizer encodes to their recorded
+    code (before de-duplication, so a re-assigned item counts as different)."""
+    rows = np.random.default_rng(seed).permutation(len(x_old))[:SAME_CODE_SAMPLE]
+    codes = q.encode(x_old[rows])
+    recorded = parent.codes[rows + 1, :codes.shape[1]]
+    return float((codes == recorded).all(axis=1).mean()) if len(rows) else 1.0

@@ -101,3 +101,7 @@ class TokenizerConfig:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)  # method=rq_vae
     # GAOQ (ReSID)
     gaoq: GAOQConfig = field(default_factory=GAOQConfig)  # method=gaoq | hkmeans_local
+    # a SID table directory to extend (`distrec tokenize --extend` = this one, paths.sids): its frozen codebooks
+    # encode the items added since (paths.embeddings covers old and new), its items keep their codes. The other
+    # tokenizer keys are then the parent's, not these
+    extend: Optional[str] = None

@@ -204,6 +204,15 @@ class SIDTable:
         codes = self.codes[item_ids]
         return np.where(codes >= 0, codes + self.offsets, PAD)
 
+    def prefix(self, num_items: int) -> "SIDTable":
+        """The table of items 1..num_items only (what an extended table's parent held)."""
+        return SIDTable(self.codes[:num_items + 1], self.codebook_sizes, self.dedup)
+
+    @property
+    def parent(self) -> dict | None:
+        """{"content_hash", "num_items", "path"} of the table this one extends (`distrec tokenize --extend`)."""
+        return self.meta.get("parent")
+
     def num_collisions(self) -> int:
         """Items whose full code tuple is shared with an earlier item (0 for a usable table)."""
         return self.num_items - len(np.unique(row_keys(self.codes[1:])))

@@ -90,21 +90,34 @@ class TrainedModel:
 
     def sid_table(self, sids_dir: str | Path | None = None):
         """The SID table it was trained with (see `sids_dir`), its content hash checked; None for item ids."""
+        from distrec.tokenize.extend import extends
         from distrec.tokenize.sid_table import SIDTable
 
         directory = self.sids_dir(sids_dir)
         if directory is None:
             return None
         sid_table = SIDTable.load(directory)
-        if sid_table.content_hash != self.sid_hash:
+        if not extends(sid_table, self.sid_hash, self.num_items):
             raise ConfigError(f"{self.directory / MODEL_JSON}: the model was trained with SID table {self.sid_hash} "
-                              f"but the given one is {sid_table.content_hash}; evaluate with the SID table it was "
-                              "trained on (paths.sids)")
+                              f"but {directory} is {sid_table.content_hash}, and not an extension of it; use the "
+                              "SID table it was trained on (paths.sids) or one `distrec tokenize --extend` made from it")
         return sid_table
 
-    def check_data(self, data) -> None:
-        """Refuse prepared data (distrec.data.dataset.PreparedData) other than the data it was trained on."""
+    def new_items(self, sid_table) -> int:
+        """Items of `sid_table` added after training (`distrec tokenize --extend`): ids num_items + 1, ..."""
+        return 0 if sid_table is None else sid_table.num_items - self.num_items
+
+    def check_data(self, data, sid_table=None) -> None:
+        """Refuse prepared data (distrec.data.dataset.PreparedData) other than the data it was trained on; with
+        a `sid_table` extended since training, data of exactly its catalog (old items first, then the new)."""
         where = self.directory / MODEL_JSON
+        if self.new_items(sid_table):
+            if data.num_items != sid_table.num_items:
+                raise ConfigError(f"{where}: the extended SID table has {sid_table.num_items} items but "
+                                  f"{data.directory} has {data.num_items}; use the prepared data of the grown catalog")
+            log.info("%s: evaluating on %s, the catalog grown by %d items since training", where, data.directory,
+                     self.new_items(sid_table))
+            return
         if self.num_items != data.num_items:
             raise ConfigError(f"{where}: the model was trained on {self.num_items} items but {data.directory} "
                               f"has {data.num_items}; evaluate on the prepared data it was trained on (paths.data)")
@@ -118,7 +131,7 @@ class TrainedModel:
         from omegaconf import OmegaConf
 
         from distrec.models.config import MethodConfig, ModelConfig, with_legacy_values
-        from distrec.models.recommender import Catalog, build_model
+        from distrec.models.recommender import Catalog, build_model, method_class
 
         hint = "which must be best, last or a .safetensors/.pt file; run `distrec train` to completion first"
         path = Path(which) if which.endswith(SUFFIXES) else require_weights(self.directory / "weights", which,
@@ -126,12 +139,20 @@ class TrainedModel:
         if not path.exists():
             raise DataError("trained weights not found", path, hint=hint)
         sid_table = self.sid_table(sids_dir)
+        new_items = self.new_items(sid_table)
         counts_path = self.directory / ITEM_COUNTS
         counts = np.load(counts_path) if counts_path.exists() else None
+        if counts is not None and new_items:
+            counts = np.concatenate([counts, np.zeros(new_items, counts.dtype)])  # unseen in training
         saved = with_legacy_values({"model": self.info["model"], "method": self.info["method"]})  # keys it predates
         model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), saved["model"])
         method_cfg = OmegaConf.merge(OmegaConf.structured(MethodConfig), saved["method"])
-        model = build_model(model_cfg, method_cfg, Catalog(self.num_items, sid_table, counts))
+        cls = method_class(method_cfg.name, method_cfg.module)
+        if new_items and not cls.extendable:
+            raise ConfigError(f"{self.directory / MODEL_JSON}: {cls.name} learns parameters per item, so the "
+                              f"{new_items} items added to its SID table since training have none; retrain it "
+                              "on the grown catalog")
+        model = build_model(model_cfg, method_cfg, Catalog(self.num_items + new_items, sid_table, counts))
         state = read_weights(path, "weights", "re-run `distrec train` (it re-exports the weights from its checkpoints)")
         model.load_state_dict(state)
         return model.to(device).eval()

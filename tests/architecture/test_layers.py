@@ -12,6 +12,7 @@ LAYERS = [
     {"models"},  # pure torch: backbones, methods, the Recommender interface
     {"tokenize"},  # embedders, quantizers, the SID table
     {"train"},  # the engines, the training loop, checkpoints, exported weights
+    {"inference"},  # a trained model answering histories (Predictor); no Ray
     {"parallel"},  # Ray: the only package that imports it
     {"scaling"},  # sweeps over the stages' commands, scaling-law fits
     {"config"},  # the config schema, assembled from each group's dataclass, and its composition

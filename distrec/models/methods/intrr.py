@@ -108,6 +108,7 @@ class RecursiveAssignmentNetwork(nn.Module):
 
 class IntRR(Recommender):
     name = "intrr"
+    extendable = False  # a UID embedding per item: items added after training have none
 
     def __init__(self, sid_table, backbone: nn.Module,
                  d_model: int, uid_dim: int = 512, hidden: int = 512, temperature: float = 1.0,
