@@ -36,7 +36,7 @@ FENCE = re.compile(r"^```(\w*)\s*$")
 SHELLS = ("bash", "sh", "shell")
 PYTHONS = ("python", "python3", ".venv/bin/python")
 # A command in an inline code span: a stage (not `distrec train:`, a message) or a script.
-SPAN = re.compile(r"`((?:distrec (?:prepare|embed|tokenize|train|evaluate|sweep|run)(?: [^`]*)?)"
+SPAN = re.compile(r"`((?:distrec (?:prepare|embed|tokenize|train|evaluate|recommend|serve|sweep|run)(?: [^`]*)?)"
                   r"|(?:(?:python|\.venv/bin/python) (?:-m )?[\w./-]+[^`]*))`")
 
 
@@ -135,10 +135,10 @@ def compose_all(stage: str, args: list[str]) -> list:
     """The configs a `distrec <stage> args` command composes (one per point of a --multirun sweep)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from distrec.cli import hydra_argv
+    from distrec.cli import hydra_argv, stage_flags
     from distrec.config import compose
 
-    argv = hydra_argv(stage, [a for a in args if a != "..."])
+    argv = hydra_argv(stage, stage_flags(stage, [a for a in args if a != "..."]))
     overrides = argv[argv.index(f"stage={stage}"):]
     if "--multirun" not in argv and "-m" not in argv:
         return [compose(overrides)]
