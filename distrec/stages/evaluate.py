@@ -169,6 +169,6 @@ def metrics_table(report: dict) -> str:
         lines.append(f"  cold start: {cold['users']} users whose target is one of the {cold['new_items']} items "
                      "added after training")
         for who, m in (("model", cold["metrics"]), ("popularity", cold["popularity"])):
-            lines.append(f"  {who:<10}" + "  ".join(f"R@{k} {m[f'recall@{k}']:.4f} N@{k} {m[f'ndcg@{k}']:.4f}"
+            lines.append(f"  {who:<11}" + "  ".join(f"R@{k} {m[f'recall@{k}']:.4f} N@{k} {m[f'ndcg@{k}']:.4f}"
                                                    for k in ks))
     return "\n".join(lines)

@@ -179,3 +179,36 @@ def test_a_trained_model_recommends_the_new_items(grown, tmp_path):
     ids, _ = model.recommend({"input_ids": history, "user_ids": torch.zeros(1, dtype=torch.long)}, 600)
     assert (ids > 500).any()  # the beam reaches items added after training
     assert model.sid.num_items == 600
+
+
+def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, tmp_path):
+    import shutil
+
+    from distrec.data.dataset import load_prepared
+    from distrec.errors import ConfigError
+    from distrec.train.export import MODEL_JSON, TrainedModel
+
+    root, before = grown
+    sids_500 = tmp_path / "sids_500"
+    before.save(sids_500)
+    data_500 = tmp_path / "data_500"
+    stage("prepare", tmp_path, "data.synthetic.num_items=500", f"paths.data={data_500}")
+    stage("train", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={sids_500}")
+    if SIDTable.load(root / "sids").num_items == 500:
+        stage("tokenize", root, "tokenizer.extend=${paths.sids}")
+    report = stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}")
+    _, _, targets = load_prepared(root / "data").eval_examples("test")
+    cold = report["cold_start"]
+    assert cold["users"] == int((targets > 500).sum()) > 0 and cold["new_items"] == 100
+    assert set(cold["metrics"]) == set(cold["popularity"]) and "recall@10" in cold["metrics"]
+    # the data it was trained on is no longer the catalog of the grown table
+    with pytest.raises(ConfigError, match="has 500"):
+        stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={root / 'sids'}")
+    # a method with a parameter per item cannot take items it never saw
+    intrr = tmp_path / "intrr_train"
+    shutil.copytree(tmp_path / "train", intrr)
+    info = json.loads((intrr / MODEL_JSON).read_text())
+    info["method"]["name"] = "intrr"
+    (intrr / MODEL_JSON).write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="retrain it"):
+        TrainedModel(intrr).load("last", root / "sids")
