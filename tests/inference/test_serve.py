@@ -174,6 +174,23 @@ def test_the_token_comes_from_config_environment_or_a_private_file(tmp_path, mon
     assert len(value) >= 32 and stat.S_IMODE(os.stat(where).st_mode) == 0o600
 
 
+def test_a_taken_port_too_many_replicas_or_a_bad_setting_fail_with_a_message(model, ray_local):
+    from distrec.errors import ConfigError
+    from distrec.parallel.serve import check_port, start
+    from distrec.stages.serve import run
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match=r"\(in use\); choose another serve.port"):
+            check_port("127.0.0.1", taken.getsockname()[1])
+    with pytest.raises(ConfigError, match="serve.replicas=5: each replica takes a CPU"):
+        start({}, token=TOKEN, host="127.0.0.1", port=free_port(), replicas=5, max_history=10, max_batch_size=4,
+              batch_wait_timeout_s=0.0, local=True)
+    with pytest.raises(ConfigError, match="serve.port=70000"):
+        run(compose(["stage=serve", f"paths.root={model}", "serve.port=70000"]))
+
+
 def serve_command(model, *overrides):
     """`distrec serve` in a subprocess, its output read by a thread; returns (process, url, lines, token file)."""
     port = free_port()
