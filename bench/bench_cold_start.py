@@ -20,6 +20,8 @@ users' last purchases is the newest). Every stage is the `distrec` command a use
     python bench/bench_cold_start.py extend -- model.d_model=128 train.epochs=8
     python bench/bench_cold_start.py refit -- model.d_model=128 train.epochs=8
     python bench/bench_cold_start.py table --out bench/results/cold_start_beauty.json
+    # the same models, a tenth of each list kept for the new items (eval.new_item_share)
+    python bench/bench_cold_start.py extend --eval eval.new_item_share=0.1 --eval-name eval_share10
 """
 
 from __future__ import annotations
@@ -166,7 +168,7 @@ def variant(args, name: str) -> None:
         distrec("tokenize", *RECIPE, f"tokenizer.extend={train_sids}", f"paths.embeddings={grown / 'embed'}",
                 f"paths.sids={out / 'sids'}")
     distrec("evaluate", *RECIPE, f"paths.data={grown / 'data'}", f"paths.sids={out / 'sids'}",
-            f"paths.train={out / 'train'}", f"paths.eval={out / 'eval'}", *args.eval_overrides)
+            f"paths.train={out / 'train'}", f"paths.eval={out / args.eval_name}", *args.eval_overrides)
 
 
 def table(args) -> None:
@@ -175,7 +177,7 @@ def table(args) -> None:
     rows, result = [], {"split": info, "variants": {}}
     for name, label in (("extend", "`tokenize --extend` (frozen codebooks)"),
                         ("refit", "tokenizer refitted on the grown catalog")):
-        path = root / name / "eval" / "metrics.json"
+        path = root / name / args.eval_name / "metrics.json"
         if not path.exists():
             continue
         report = json.loads(path.read_text())
@@ -186,7 +188,7 @@ def table(args) -> None:
         rows.append((label, cold["metrics"], report["metrics"]))
         popularity = (cold["popularity"], report["baselines"]["popularity"])
     if not rows:
-        sys.exit(f"no evaluation under {root}/{{extend,refit}}/eval yet")
+        sys.exit(f"no evaluation under {root}/{{extend,refit}}/{args.eval_name} yet")
     rows.append(("popularity (training interactions of the grown catalog)", *popularity))
     ks = (10, 20)
     head = "| | " + " | ".join(f"cold R@{k} | cold N@{k}" for k in ks) + " | all R@10 | all N@10 |"
@@ -210,6 +212,7 @@ def main() -> None:
     p.add_argument("--embeddings", default="runs/rpg_beauty/embed", help="its embeddings (distrec embed experiment=rpg_beauty)")
     p.add_argument("--fraction", type=float, default=0.1)
     p.add_argument("--eval", dest="eval_overrides", action="append", default=[], help="an override for evaluate")
+    p.add_argument("--eval-name", default="eval", help="the evaluation's directory under each variant")
     p.add_argument("--out", help="table: write the results as JSON here")
     p.add_argument("overrides", nargs="*", help="train overrides (after --)")
     args = p.parse_args()

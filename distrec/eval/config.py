@@ -34,3 +34,6 @@ class EvalConfig:
     checkpoint: str = "best"  # best | last | path to a checkpoint directory
     max_users: Optional[int] = None  # evaluate a seeded random sample of this many users (null = all)
     sample_seed: int = 0  # seed of that sample, and of train.val_max_users' (the same users at every validation)
+    # with a SID table extended since training (`tokenize --extend`): up to this share of each top-K list is kept
+    # for the items added since, the best-scoring ones (TIGER's cold-start epsilon); 0 = the model's ranking as is
+    new_item_share: float = 0.0

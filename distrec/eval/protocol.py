@@ -29,6 +29,7 @@ class EvalProtocol:
     dataset: str = ""
     data_hash: str = ""  # content hash of the prepared sequences
     sid_hash: Optional[str] = None  # SID table content hash (semantic-ID methods)
+    new_item_share: float = 0.0  # places of each list kept for items added after training (eval.new_item_share)
 
     def __post_init__(self):
         if not self.ks or any(int(k) < 1 for k in self.ks):
@@ -36,6 +37,8 @@ class EvalProtocol:
         self.ks = sorted({int(k) for k in self.ks})
         if self.max_users is not None and self.max_users < 1:
             raise ConfigError(f"eval.max_users={self.max_users} must be >= 1 (or null: every user)")
+        if not 0.0 <= self.new_item_share <= 1.0:
+            raise ConfigError(f"eval.new_item_share={self.new_item_share} must be in [0, 1]")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width={self.beam_width} is smaller than max(eval.ks)={max(self.ks)}: "
                               "a beam cannot return more items than its width; raise eval.beam_width")
@@ -46,7 +49,7 @@ class EvalProtocol:
         e = cfg.eval
         return cls(split=e.split, ks=list(e.ks), filter_history=e.filter_history, decoding=e.decoding,
                    beam_width=e.beam_width, checkpoint=str(e.checkpoint), max_users=e.max_users,
-                   sample_seed=e.sample_seed,
+                   sample_seed=e.sample_seed, new_item_share=e.new_item_share,
                    method=cfg.method.name, dataset=cfg.data.name, **recorded)
 
     def to_dict(self) -> dict:

@@ -22,6 +22,7 @@ from distrec.artifacts import Timer, staged_output, write_json, write_manifest, 
 from distrec.errors import ConfigError
 from distrec.eval.baselines import Popularity
 from distrec.eval.evaluation import METRICS_JSON
+from distrec.eval.new_items import NewItemShare
 from distrec.eval.protocol import EvalProtocol
 
 
@@ -52,6 +53,8 @@ def run(cfg) -> dict:
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     model.use_decoding(protocol.decoding, protocol.beam_width)  # evaluation's choice over the trained one
+    if protocol.new_item_share and trained.new_items(sid_table):
+        model = NewItemShare(model, trained.num_items + 1, protocol.new_item_share, data.num_items)
 
     max_history = int(info["model"]["max_history"])
     users = len(eval_users(sequences, protocol.split, protocol.max_users, protocol.sample_seed)[0])

@@ -201,6 +201,12 @@ def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, tmp_p
     cold = report["cold_start"]
     assert cold["users"] == int((targets > 500).sum()) > 0 and cold["new_items"] == 100
     assert set(cold["metrics"]) == set(cold["popularity"]) and "recall@10" in cold["metrics"]
+    # eval.new_item_share: at least 2 of every top-20 list are items added after training
+    shared = stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}",
+                   "eval.new_item_share=0.1", "eval.ks=[20]")
+    assert shared["protocol"]["new_item_share"] == 0.1
+    lists = read_table(tmp_path / "eval" / "predictions").column("items").to_pylist()
+    assert all(sum(i > 500 for i in items) >= 2 for items in lists)
     # the data it was trained on is no longer the catalog of the grown table
     with pytest.raises(ConfigError, match="has 500"):
         stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={root / 'sids'}")

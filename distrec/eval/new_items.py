@@ -1,0 +1,39 @@
+"""Room for items added after training in each top-K list (TIGER's cold-start experiment sets the share of
+unseen items in the retrieved list with a parameter epsilon; this is that knob for every method).
+
+A model trained before the catalog grew rarely ranks a new item above the items it was trained on: their
+digits were never a target. `NewItemShare` keeps up to ceil(share * K) places of each list for the
+best-scoring new items among the model's candidates (more when they score higher than the rest), fills
+the list with the best of the others, and orders it by the model's own scores (so conservative ranks
+stay consistent).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+CANDIDATES_PER_PLACE = 50  # the model is asked for this many candidates per place of the list (at most the catalog)
+
+
+class NewItemShare(nn.Module):
+    def __init__(self, model, first_new_item: int, share: float, num_items: int):
+        super().__init__()
+        self.model, self.first_new_item, self.share, self.num_items = model, first_new_item, share, num_items
+
+    @property
+    def beam_width(self):  # recommend_in_pieces sizes its pieces by the wrapped model's beam
+        return getattr(self.model, "beam_width", None)
+
+    def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, scores = self.model.recommend(batch, min(self.num_items, CANDIDATES_PER_PLACE * k))
+        scores = scores.float()
+        is_new = ids >= self.first_new_item
+        # the best `places` new items of each row are in; the rest of the list is the best of everything else
+        reserved = is_new & (torch.cumsum(is_new.int(), 1) <= math.ceil(self.share * k))
+        rest = torch.cumsum((~reserved).int(), 1) <= k - reserved.sum(1, keepdim=True)
+        masked = scores.masked_fill(~(reserved | (rest & ~reserved)), float("-inf"))
+        top = masked.topk(min(k, ids.shape[1]), dim=1)
+        return ids.gather(1, top.indices), top.values
