@@ -53,6 +53,19 @@ def shard_paths(directory: str | Path) -> list[Path]:
     return paths
 
 
+def adopt_parts(source: str | Path, directory: str | Path) -> list[Path]:
+    """Move the parquet files a writer named its own way (Ray Data: `<uuid>_<task>_<block>.parquet`) from
+    `source` to `directory` as part-00000.parquet ... in their sorted order, and remove `source`."""
+    source, directory = Path(source), Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, path in enumerate(sorted(source.glob("*.parquet"))):
+        paths.append(directory / f"part-{i:05d}.parquet")
+        os.replace(path, paths[-1])
+    shutil.rmtree(source, ignore_errors=True)
+    return paths
+
+
 def read_table(directory: str | Path, columns: list[str] | None = None) -> pa.Table:
     """Read every shard of a table directory into one Arrow table."""
     return pa.concat_tables([pq.read_table(p, columns=columns) for p in shard_paths(directory)])

@@ -45,6 +45,8 @@ MEMORY_KNOBS = {
              "eval.batch_size (each validated user scores the whole catalog), or split the model and its optimizer "
              "state over workers (engine=zero2 / zero3)",
     "evaluate": "eval.batch_size (each user of a batch scores the whole catalog)",
+    "recommend": "recommend.batch_size (each user of a batch scores the whole catalog), or recommend.num_workers "
+                 "(each Ray worker holds its own model)",
 }
 
 

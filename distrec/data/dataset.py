@@ -21,7 +21,7 @@ from distrec.data.splits import train_end
 class PreparedData:
     directory: Path
     items: pa.Table  # item_id, raw_id, typed fields (kinds in stats["fields"])
-    sequences: pa.Table  # user_id, raw_user_id, items, [timestamps], valid_pos, test_pos
+    sequences: pa.Table | None  # user_id, raw_user_id, items, [timestamps], valid_pos, test_pos (None: not loaded)
     stats: dict
     split: dict
     manifest: dict
@@ -127,17 +127,19 @@ class PreparedData:
         return names
 
 
-def load_prepared(data_dir: str | Path, dataset: str | None = None) -> PreparedData:
+def load_prepared(data_dir: str | Path, dataset: str | None = None, *, sequences: bool = True,
+                  item_columns: list[str] | None = None) -> PreparedData:
     """Load a complete `data/` artifact (raises DataError when it is missing or half-written); with
-    `dataset`, refuse one made from another dataset (the command's `data.name`)."""
+    `dataset`, refuse one made from another dataset (the command's `data.name`). `sequences=False` and
+    `item_columns` leave out what a reader does not need (a model answering requests: the items' raw ids)."""
     data_dir = Path(data_dir)
     if dataset is not None:
         check_same_dataset(data_dir, dataset)
     manifest = read_manifest(data_dir)
     return PreparedData(
         directory=data_dir,
-        items=read_table(data_dir / "items"),
-        sequences=read_table(data_dir / "sequences"),
+        items=read_table(data_dir / "items", columns=item_columns),
+        sequences=read_table(data_dir / "sequences") if sequences else None,
         stats=read_json(data_dir / "stats.json"),
         split=read_json(data_dir / "splits.json"),
         manifest=manifest,

@@ -13,15 +13,16 @@ class RecommendConfig:
     decoding: Decoding = Decoding.auto  # what the method offers (Recommender.decodings)
     beam_width: int = 20
     exclude_history: bool = True  # leave out the items already in the user's history
-    # parquet file or directory of histories: `user_id` (int64) and `items` (list of item ids, oldest first);
-    # null = every user of the prepared data (paths.data), with their whole sequence as history
+    # parquet file or directory of histories: `user_id` (integers) and `items` (list of item ids, oldest first),
+    # optionally `raw_user_id` (carried to the output); null = every user of the prepared data (paths.data), with
+    # their whole sequence as history (the next item after everything known)
     input: Optional[str] = None
-    raw_ids: bool = False  # `input`'s items are the catalog's raw ids (needs paths.data); outputs carry raw ids too
+    raw_ids: bool = False  # `input`'s items are the catalog's raw ids (strings; needs paths.data)
     max_users: Optional[int] = None  # the first this many users of the input (null = all)
     batch_size: int = 512  # users per model call
     num_workers: int = 0  # 0 = this process (streamed, no Ray); N > 0 = N Ray Data actors, one model each
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    num_shards: int = 0  # output parquet files (0 = what the workers write)
+    rows_per_file: int = 1_000_000  # users per output parquet file at most (Ray workers may write smaller ones)
 
 
 @dataclass

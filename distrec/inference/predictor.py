@@ -58,7 +58,7 @@ class Predictor:
         if data_dir is not None:
             from distrec.data.dataset import load_prepared
 
-            data = load_prepared(data_dir)
+            data = load_prepared(data_dir, sequences=False, item_columns=["raw_id"])  # not every user per worker
             trained.check_data(data, sid_table)
             raw_ids = np.asarray([""] + data.items.column("raw_id").cast("string").to_pylist(), dtype=object)
         identity = {"method": trained.info["method"]["name"], "model_hash": trained.info.get("model_hash"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
+from distrec.artifacts import adopt_parts
 from distrec.tokenize.embedders import embed_table
 
 
@@ -35,14 +37,4 @@ def embed_on_ray(embedder, inputs, out_dir: Path, cfg, cluster=None, progress: b
                         batch_size=cfg.batch_size, concurrency=cfg.num_workers, num_cpus=1)
     raw = Path(out_dir).with_name(Path(out_dir).name + ".ray")
     ds.write_parquet(str(raw))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    rows = 0
-    import pyarrow.parquet as pq
-
-    for i, path in enumerate(sorted(raw.glob("*.parquet"))):  # stable part-* names for readers
-        rows += pq.ParquetFile(path).metadata.num_rows
-        os.replace(path, Path(out_dir) / f"part-{i:05d}.parquet")
-    for leftover in raw.iterdir():
-        leftover.unlink()
-    raw.rmdir()
-    return rows
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in adopt_parts(raw, out_dir))  # stable part-* names

@@ -37,6 +37,15 @@ class InProcess:
                                disable=not progress)]
         write_table(pa.concat_tables(parts), out_dir, ecfg.num_shards)
 
+    def recommend(self, predictor, load_args: dict, files, columns, out_dir: Path, rcfg, progress: bool) -> dict:
+        """Top-K for the histories of the parquet `files` (distrec.inference.batch) with `predictor`,
+        streamed to out_dir/part-*.parquet; `load_args` (Predictor.load's) are for workers that load their own.
+        Returns the seconds of start-up phases (none here)."""
+        from distrec.inference.batch import recommend_files
+
+        recommend_files(predictor, files, columns, out_dir, rcfg, progress)
+        return {}
+
     def kmeans_pool(self, paths, tcfg):
         """k-means workers over the vector shards at `paths` (distrec.clustering.kmeans's pool interface)."""
         from distrec.clustering.kmeans import KMeansWorker, LocalPool
@@ -70,6 +79,12 @@ class OnRay:
         from distrec.parallel.embed import embed_on_ray
 
         embed_on_ray(embedder, inputs, out_dir, ecfg, self.cluster, progress)
+
+    def recommend(self, predictor, load_args: dict, files, columns, out_dir: Path, rcfg, progress: bool) -> dict:
+        """Ray Data actors each load their own Predictor from `load_args` (the driver's `predictor` stays unused)."""
+        from distrec.parallel.recommend import recommend_on_ray
+
+        return recommend_on_ray(load_args, files, columns, out_dir, rcfg, predictor.raw_ids is not None, self.cluster, progress)
 
     def kmeans_pool(self, paths, tcfg):
         from distrec.parallel.kmeans import RayPool
