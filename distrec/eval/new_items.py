@@ -18,7 +18,26 @@ from torch import nn
 CANDIDATES_PER_PLACE = 50  # the model is asked for this many candidates per place of the list (at most the catalog)
 
 
+def candidates(k: int, num_items: int) -> int:
+    """How many items to ask the model for, so that the best new items are among them."""
+    return min(num_items, CANDIDATES_PER_PLACE * k)
+
+
+def with_new_items(ids: torch.Tensor, scores: torch.Tensor, first_new_item: int, share: float, k: int):
+    """The top-k of candidate lists `ids`/`scores` [B, W] (best first) in which the best ceil(share * k) new
+    items (ids >= first_new_item) are sure of a place; ordered by score."""
+    scores = scores.float()
+    is_new = ids >= first_new_item
+    # the best new items are in; the rest of the list is the best of everything else
+    reserved = is_new & (torch.cumsum(is_new.int(), 1) <= math.ceil(share * k))
+    rest = ~reserved & (torch.cumsum((~reserved).int(), 1) <= k - reserved.sum(1, keepdim=True))
+    top = scores.masked_fill(~(reserved | rest), float("-inf")).topk(min(k, ids.shape[1]), dim=1)
+    return ids.gather(1, top.indices), top.values
+
+
 class NewItemShare(nn.Module):
+    """`model` whose `recommend` keeps room for new items (evaluation wraps the model in it)."""
+
     def __init__(self, model, first_new_item: int, share: float, num_items: int):
         super().__init__()
         self.model, self.first_new_item, self.share, self.num_items = model, first_new_item, share, num_items
@@ -28,12 +47,5 @@ class NewItemShare(nn.Module):
         return getattr(self.model, "beam_width", None)
 
     def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, scores = self.model.recommend(batch, min(self.num_items, CANDIDATES_PER_PLACE * k))
-        scores = scores.float()
-        is_new = ids >= self.first_new_item
-        # the best `places` new items of each row are in; the rest of the list is the best of everything else
-        reserved = is_new & (torch.cumsum(is_new.int(), 1) <= math.ceil(self.share * k))
-        rest = torch.cumsum((~reserved).int(), 1) <= k - reserved.sum(1, keepdim=True)
-        masked = scores.masked_fill(~(reserved | (rest & ~reserved)), float("-inf"))
-        top = masked.topk(min(k, ids.shape[1]), dim=1)
-        return ids.gather(1, top.indices), top.values
+        ids, scores = self.model.recommend(batch, candidates(k, self.num_items))
+        return with_new_items(ids, scores, self.first_new_item, self.share, k)

@@ -22,6 +22,9 @@ class RecommendConfig:
     batch_size: int = 512  # users per model call
     num_workers: int = 0  # 0 = this process (streamed, no Ray); N > 0 = N Ray Data actors, one model each
     precision: str = "fp32"  # fp32 | bf16 (autocast)
+    # with a SID table extended since training (`tokenize --extend`): up to this share of each list is kept for the
+    # best-scoring items added since (eval.new_item_share, docs/inference.md); 0 = the model's ranking as is
+    new_item_share: float = 0.0
     rows_per_file: int = 1_000_000  # users per output parquet file at most (Ray workers may write smaller ones)
 
 
@@ -36,6 +39,9 @@ class ServeConfig:
     decoding: Decoding = Decoding.auto
     beam_width: int = 20
     exclude_history: bool = True
+    # with a SID table extended since training (`tokenize --extend`): up to this share of each list is kept for the
+    # best-scoring items added since (eval.new_item_share, docs/inference.md); 0 = the model's ranking as is
+    new_item_share: float = 0.0
     max_k: int = 100  # largest k a request may ask for
     max_history: int = 1000  # longest history a request may send (the model reads its last model.max_history)
     max_batch_size: int = 32  # requests answered by one model call (@serve.batch)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distrec.errors import DistrecError
+from distrec.errors import ConfigError, DistrecError
 from distrec.eval.evaluator import drop_history, precision_context, recommend_in_pieces
+from distrec.eval.new_items import candidates, with_new_items
 
 
 class RequestError(DistrecError):
@@ -32,7 +33,7 @@ class RequestError(DistrecError):
 class Predictor:
     def __init__(self, model, *, num_items: int, max_history: int, identity: dict, raw_ids=None,
                  exclude_history: bool = True, max_k: int = 1000, precision: str = "fp32",
-                 beam_rows: int | None = 2048):
+                 beam_rows: int | None = 2048, new_items: tuple[int, float] | None = None):
         self.model, self.num_items, self.max_history = model, num_items, max_history
         self.identity = identity  # what answers: method, hashes, checkpoint, decoding (recorded with every output)
         self.raw_ids = raw_ids  # np.ndarray of str [num_items + 1] (row 0 = ""), or None without prepared data
@@ -40,13 +41,16 @@ class Predictor:
         self.exclude_history, self.max_k = exclude_history, max_k
         self.precision, self.beam_rows = precision, beam_rows
         self.device = next(model.parameters()).device
+        self.new_items = new_items  # (first new item id, share of each list kept for new items) after an extension
 
     @classmethod
     def load(cls, train_dir: str | Path, *, sids_dir: str | Path | None = None, data_dir: str | Path | None = None,
              checkpoint: str = "best", decoding: str = "auto", beam_width: int = 20, exclude_history: bool = True,
-             max_k: int = 1000, precision: str = "fp32", beam_rows: int | None = 2048, device: str = "cpu"):
+             max_k: int = 1000, precision: str = "fp32", beam_rows: int | None = 2048, device: str = "cpu",
+             new_item_share: float = 0.0):
         """The model of `train_dir` (with its SID table, or the extension of it at `sids_dir`), and the raw
-        ids of the prepared data at `data_dir` when given (for requests in raw ids and raw-id outputs)."""
+        ids of the prepared data at `data_dir` when given (for requests in raw ids and raw-id outputs).
+        `new_item_share`: up to that share of each list for the items added since training (NewItemShare)."""
         from distrec.train.export import TrainedModel
 
         trained = TrainedModel(train_dir)
@@ -54,6 +58,8 @@ class Predictor:
         model = trained.load(checkpoint, sids_dir, device)
         model.use_decoding(decoding, beam_width)
         num_items = trained.num_items + trained.new_items(sid_table)
+        if not 0.0 <= new_item_share <= 1.0:
+            raise ConfigError(f"new_item_share={new_item_share} must be in [0, 1]")
         raw_ids = None
         if data_dir is not None:
             from distrec.data.dataset import load_prepared
@@ -66,10 +72,12 @@ class Predictor:
                     "decoding": str(model.decoding), "beam_width": getattr(model, "beam_width", None),
                     "sid_hash": sid_table.content_hash if sid_table is not None else None,
                     "trained_sid_hash": trained.sid_hash, "num_items": num_items,
-                    "new_items": trained.new_items(sid_table), "exclude_history": exclude_history}
+                    "new_items": trained.new_items(sid_table), "new_item_share": new_item_share,
+                    "exclude_history": exclude_history}
         return cls(model, num_items=num_items, max_history=int(trained.info["model"]["max_history"]),
                    identity=identity, raw_ids=raw_ids, exclude_history=exclude_history, max_k=max_k,
-                   precision=precision, beam_rows=beam_rows)
+                   precision=precision, beam_rows=beam_rows,
+                   new_items=(trained.num_items + 1, new_item_share) if trained.new_items(sid_table) else None)
 
     # ------------------------------------------------------------------ requests
 
@@ -117,11 +125,16 @@ class Predictor:
             self.check(histories, k)
         batch = self.batch(histories, user_ids)
         width = min(k + (self.max_history if self.exclude_history else 0), self.num_items)
+        share = self.new_items is not None and self.new_items[1] > 0
+        if share:
+            width = candidates(width, self.num_items)
         with precision_context(self.device, self.precision):
             ids, scores = recommend_in_pieces(self.model, batch, width, self.beam_rows)
         scores = scores.float()
         if self.exclude_history:
             ids, scores = drop_history(ids, scores, batch["input_ids"])
+        if share:
+            ids, scores = with_new_items(ids, scores, *self.new_items, k)
         ids, scores = ids[:, :k], scores[:, :k]
         ids = torch.where(torch.isfinite(scores), ids, 0)
         if ids.shape[1] < k:  # a decoder that found fewer items than asked

@@ -58,6 +58,7 @@ def run(cfg) -> dict:
     load_args = {"train_dir": cfg.paths.train, "sids_dir": cfg.paths.sids, "data_dir": data_dir and str(data_dir),
                  "checkpoint": str(rc.checkpoint), "decoding": str(rc.decoding), "beam_width": rc.beam_width,
                  "exclude_history": rc.exclude_history, "max_k": rc.k, "precision": rc.precision,
+                 "new_item_share": rc.new_item_share,
                  "device": "cuda" if torch.cuda.is_available() else "cpu"}
     with timer("load"):
         predictor = Predictor.load(**load_args)

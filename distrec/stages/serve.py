@@ -62,6 +62,7 @@ def run(cfg) -> dict:
                 data_dir=str(data) if (data / "manifest.json").exists() else None,
                 checkpoint=str(s.checkpoint), decoding=str(s.decoding), beam_width=int(s.beam_width),
                 exclude_history=bool(s.exclude_history), max_k=int(s.max_k), precision=str(s.precision),
+                new_item_share=float(s.new_item_share),
                 device="cuda" if torch.cuda.is_available() else "cpu")
     identity = Predictor.load(**(load | {"device": "cpu"})).identity  # fails here, before Ray, when it must
     secret, where = token(s, Path(cfg.paths.root))

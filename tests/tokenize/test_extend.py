@@ -179,6 +179,12 @@ def test_a_trained_model_recommends_the_new_items(grown, tmp_path):
     ids, _ = model.recommend({"input_ids": history, "user_ids": torch.zeros(1, dtype=torch.long)}, 600)
     assert (ids > 500).any()  # the beam reaches items added after training
     assert model.sid.num_items == 600
+    # recommend/serve: the Predictor keeps room for them when asked (recommend.new_item_share, serve.new_item_share)
+    from distrec.inference.predictor import Predictor
+
+    predictor = Predictor.load(tmp_path / "train", sids_dir=extended, checkpoint="last", new_item_share=0.5)
+    items, _ = predictor.recommend([[3, 4], [new_item]], k=10)
+    assert predictor.identity["new_items"] == 100 and ((items > 500).sum(1) >= 5).all()
 
 
 def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, tmp_path):
