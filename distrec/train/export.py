@@ -68,6 +68,7 @@ class TrainedModel:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.info = read_json(self.directory / MODEL_JSON)
+        self._sid_tables = {}  # directory -> its checked SID table: `load` and its callers read it once
 
     @property
     def sid_hash(self) -> str | None:
@@ -96,11 +97,14 @@ class TrainedModel:
         directory = self.sids_dir(sids_dir)
         if directory is None:
             return None
+        if directory in self._sid_tables:
+            return self._sid_tables[directory]
         sid_table = SIDTable.load(directory)
         if not extends(sid_table, self.sid_hash, self.num_items):
             raise ConfigError(f"{self.directory / MODEL_JSON}: the model was trained with SID table {self.sid_hash} "
                               f"but {directory} is {sid_table.content_hash}, and not an extension of it; use the "
                               "SID table it was trained on (paths.sids) or one `distrec tokenize --extend` made from it")
+        self._sid_tables[directory] = sid_table
         return sid_table
 
     def new_items(self, sid_table) -> int:

@@ -152,7 +152,21 @@ def test_extend_in_place_keeps_every_earlier_code_and_the_parent(grown, capsys):
         stage("tokenize", root, "tokenizer.extend=${paths.sids}")
 
 
-def test_a_trained_model_recommends_the_new_items(grown, tmp_path):
+@pytest.fixture(scope="module")
+def trained_500(grown, tmp_path_factory):
+    """TIGER trained on the 500-item table (and 500-item data: the grown catalog's sequences name items the
+    table lacks), with the grown catalog's table extended to 600 items in place."""
+    root, before = grown
+    run = tmp_path_factory.mktemp("trained_500")
+    before.save(run / "sids_500")
+    stage("prepare", run, "data.synthetic.num_items=500", f"paths.data={run / 'data_500'}")
+    stage("train", run, *TINY_TIGER, f"paths.data={run / 'data_500'}", f"paths.sids={run / 'sids_500'}")
+    if SIDTable.load(root / "sids").num_items == 500:
+        stage("tokenize", root, "tokenizer.extend=${paths.sids}")
+    return run
+
+
+def test_a_trained_model_recommends_the_new_items(grown, trained_500, tmp_path):
     """TIGER trained on the 500-item table loads with the 600-item extension; its trie reaches the new items."""
     import shutil
 
@@ -160,16 +174,8 @@ def test_a_trained_model_recommends_the_new_items(grown, tmp_path):
 
     from distrec.train.export import TrainedModel
 
-    root, before = grown
-    sids_500 = tmp_path / "sids_500"
-    before.save(sids_500)
-    # training data of the 500 items: the grown catalog's sequences would name items the table lacks
-    data_500 = tmp_path / "data_500"
-    stage("prepare", tmp_path, "data.synthetic.num_items=500", f"paths.data={data_500}")
-    stage("train", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={sids_500}")
-    trained = TrainedModel(tmp_path / "train")
-    if not (root / "sids").exists() or SIDTable.load(root / "sids").num_items == 500:
-        stage("tokenize", root, "tokenizer.extend=${paths.sids}")
+    root, _ = grown
+    trained = TrainedModel(trained_500 / "train")
     extended = tmp_path / "sids_600"
     shutil.copytree(root / "sids", extended)
     model = trained.load("last", extended)
@@ -182,43 +188,37 @@ def test_a_trained_model_recommends_the_new_items(grown, tmp_path):
     # recommend/serve: the Predictor keeps room for them when asked (recommend.new_item_share, serve.new_item_share)
     from distrec.inference.predictor import Predictor
 
-    predictor = Predictor.load(tmp_path / "train", sids_dir=extended, checkpoint="last", new_item_share=0.5)
+    predictor = Predictor.load(trained_500 / "train", sids_dir=extended, checkpoint="last", new_item_share=0.5)
     items, _ = predictor.recommend([[3, 4], [new_item]], k=10)
     assert predictor.identity["new_items"] == 100 and ((items > 500).sum(1) >= 5).all()
 
 
-def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, tmp_path):
+def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, trained_500, tmp_path):
     import shutil
 
     from distrec.data.dataset import load_prepared
     from distrec.errors import ConfigError
     from distrec.train.export import MODEL_JSON, TrainedModel
 
-    root, before = grown
-    sids_500 = tmp_path / "sids_500"
-    before.save(sids_500)
-    data_500 = tmp_path / "data_500"
-    stage("prepare", tmp_path, "data.synthetic.num_items=500", f"paths.data={data_500}")
-    stage("train", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={sids_500}")
-    if SIDTable.load(root / "sids").num_items == 500:
-        stage("tokenize", root, "tokenizer.extend=${paths.sids}")
-    report = stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}")
+    root, _ = grown
+    data_500 = trained_500 / "data_500"
+    report = stage("evaluate", trained_500, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}")
     _, _, targets = load_prepared(root / "data").eval_examples("test")
     cold = report["cold_start"]
     assert cold["users"] == int((targets > 500).sum()) > 0 and cold["new_items"] == 100
     assert set(cold["metrics"]) == set(cold["popularity"]) and "recall@10" in cold["metrics"]
     # eval.new_item_share: at least 2 of every top-20 list are items added after training
-    shared = stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}",
+    shared = stage("evaluate", trained_500, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}",
                    "eval.new_item_share=0.1", "eval.ks=[20]")
     assert shared["protocol"]["new_item_share"] == 0.1
-    lists = read_table(tmp_path / "eval" / "predictions").column("items").to_pylist()
+    lists = read_table(trained_500 / "eval" / "predictions").column("items").to_pylist()
     assert all(sum(i > 500 for i in items) >= 2 for items in lists)
     # the data it was trained on is no longer the catalog of the grown table
     with pytest.raises(ConfigError, match="has 500"):
-        stage("evaluate", tmp_path, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={root / 'sids'}")
+        stage("evaluate", trained_500, *TINY_TIGER, f"paths.data={data_500}", f"paths.sids={root / 'sids'}")
     # a method with a parameter per item cannot take items it never saw
     intrr = tmp_path / "intrr_train"
-    shutil.copytree(tmp_path / "train", intrr)
+    shutil.copytree(trained_500 / "train", intrr)
     info = json.loads((intrr / MODEL_JSON).read_text())
     info["method"]["name"] = "intrr"
     (intrr / MODEL_JSON).write_text(json.dumps(info))
