@@ -49,7 +49,8 @@ def run(cfg) -> dict:
         data = load_prepared(cfg.paths.data, cfg.data.name)
         trained.check_data(data, sid_table)
         sequences = data.sequence_data()
-    protocol = replace(protocol, data_hash=data.content_hash, sid_hash=trained.sid_hash,
+    sid_hash = sid_table.content_hash if sid_table is not None else None  # the trained table's, or its extension's
+    protocol = replace(protocol, data_hash=data.content_hash, sid_hash=sid_hash,
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     model.use_decoding(protocol.decoding, protocol.beam_width)  # evaluation's choice over the trained one
@@ -103,7 +104,7 @@ def run(cfg) -> dict:
         report["timings_s"] = {k: round(v, 3) for k, v in timer.phases.items()}
         write_json(out / METRICS_JSON, report)
         write_manifest(out, stage="evaluate", config=cfg, timings=timer.phases,
-                       inputs={"data": data.content_hash, "sids": trained.sid_hash, "model": info.get("model_hash")},
+                       inputs={"data": data.content_hash, "sids": sid_hash, "model": info.get("model_hash")},
                        counts={"users": metrics["users"]})
     print(metrics_table(report))
     wrote("evaluate", f"metrics.json, predictions/ ({metrics['users']:,} users)", cfg.paths.eval)
