@@ -14,6 +14,7 @@ class Schedule(StrEnum):
     constant = "constant"
     cosine = "cosine"
     inverse_sqrt = "inverse_sqrt"
+    wsd = "wsd"  # warmup, stable at the peak, linear decay to 0 over the last train.decay_steps
 
 
 class LossWeighting(StrEnum):
@@ -49,6 +50,9 @@ class TrainConfig:
     schedule: Schedule = Schedule.cosine
     warmup_steps: int = 100
     max_steps: Optional[int] = None  # null = epochs * steps per epoch
+    # `wsd` only: the last steps, decayed linearly to 0. A run trained at the stable LR can branch a
+    # cooldown from any checkpoint (copy it into a new train dir, resume with a larger max_steps)
+    decay_steps: int = 0
     epochs: int = 20
     grad_clip: float = 1.0
     eval_every: int = 0  # steps between validations; 0 = once per epoch

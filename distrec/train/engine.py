@@ -199,7 +199,8 @@ class Engine:
                                                                lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                                                foreach=False, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps))
+            self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps,
+                                        decay_steps=train_cfg.decay_steps))
 
     # ---------------------------------------------------------------- training
 

@@ -42,7 +42,7 @@ def select_metric(cfg) -> str:
 # Checked before any work: max_steps=-3 used to crash inside DeepSpeed, max_steps=0 to train 20 epochs.
 TRAIN_MINIMUM = {"global_batch_size": 1, "micro_batch_size": 1, "warmup_steps": 0, "max_steps": 1, "epochs": 1,
                  "eval_every": 0, "patience": 0, "checkpoint_every": 0, "log_every": 1, "keep_checkpoints": 0,
-                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0, "time_limit_s": 0}
+                 "val_max_users": 1, "weight_decay": 0, "grad_clip": 0, "time_limit_s": 0, "decay_steps": 0}
 
 
 def check_train_config(cfg) -> None:
@@ -56,6 +56,10 @@ def check_train_config(cfg) -> None:
                               + (" (or null: train.epochs x steps per epoch)" if key == "max_steps" else ""))
     if not t.lr > 0:
         raise ConfigError(f"train.lr={t.lr} must be > 0")
+    if t.schedule == "wsd" and not (0 < t.decay_steps <= (t.max_steps or float("inf")) - t.warmup_steps):
+        raise ConfigError(f"train.schedule=wsd decays over the last train.decay_steps steps: set 0 < decay_steps <= "
+                          f"max_steps - warmup_steps (got decay_steps={t.decay_steps}, max_steps={t.max_steps}, "
+                          f"warmup_steps={t.warmup_steps})")
     if not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas={list(t.betas)} must both be in [0, 1)")
     check_engine_config(cfg.engine)

@@ -292,6 +292,26 @@ def test_a_run_resumed_at_its_last_step_still_reports_and_exports(runs, prepared
     assert summary["steps"] == 6 and (run_dir / "manifest.json").exists()
 
 
+def test_a_cooldown_branched_from_a_checkpoint_decays_from_the_peak_to_zero(runs, prepared, tmp_path):
+    """The wsd branch of docs/training.md: a checkpoint of a (here cosine) run resumed with train.schedule=wsd
+    and a larger max_steps trains on at the peak LR, decaying linearly to 0 over the last decay_steps."""
+    out, _, _ = runs
+    run_dir = tmp_path / "cooldown"
+    shutil.copytree(out / "ds", run_dir)
+    for step, d in complete_checkpoints(run_dir / "checkpoints"):
+        if step > 8:
+            shutil.rmtree(d)
+    before = rows(run_dir)[:8]
+    summary = train(prepared, run_dir, "engine=local", "train.schedule=wsd", "train.max_steps=16",
+                    "train.decay_steps=6")
+    peak = compose(["stage=train", "data=ml100k"]).train.lr
+    after = rows(run_dir)
+    assert summary["steps"] == 16 and after[:8] == before
+    assert [r["lr"] for r in after[8:]] == pytest.approx([peak * min(1, (16 - s) / 6) for s in range(9, 17)])
+    with pytest.raises(ConfigError, match="decay_steps"):
+        train(prepared, tmp_path / "new", "engine=local", "train.schedule=wsd")
+
+
 def test_deepspeed_starts_without_jit_building_its_shm_op(runs):
     """The in-process DeepSpeed run above went through the engine: DeepSpeed's comm backend must not
     have built (or waited on a lock for) its CPU shared-memory op, which training never uses."""
