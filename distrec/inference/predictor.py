@@ -69,7 +69,7 @@ class Predictor:
             raw_ids = np.asarray([""] + data.items.column("raw_id").cast("string").to_pylist(), dtype=object)
         identity = {"method": trained.info["method"]["name"], "model_hash": trained.info.get("model_hash"),
                     "train_dir": str(Path(train_dir).resolve()), "checkpoint": checkpoint,
-                    "decoding": str(model.decoding), "beam_width": getattr(model, "beam_width", None),
+                    "decoding": model.decoding_name, "beam_width": getattr(model, "beam_width", None),
                     "sid_hash": sid_table.content_hash if sid_table is not None else None,
                     "trained_sid_hash": trained.sid_hash, "num_items": num_items,
                     "new_items": trained.new_items(sid_table), "new_item_share": new_item_share,

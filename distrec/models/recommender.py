@@ -45,6 +45,7 @@ class Recommender(nn.Module):
     name: ClassVar[str]  # method.name
     uses_sids: ClassVar[bool] = True  # reads catalog.sid_table (the pipeline tokenizes first)
     decodings: ClassVar[tuple[str, ...]] = ("auto",)  # how `recommend` can generate; "auto" = the method's own
+    auto_decoding: ClassVar[str] = "full_catalog"  # what "auto" is, by name (a score for every catalog item)
     # its parameters do not depend on the catalog: items added to the SID table after training
     # (`distrec tokenize --extend`) can be recommended (a method with an embedding per item sets False)
     extendable: ClassVar[bool] = True
@@ -66,6 +67,11 @@ class Recommender(nn.Module):
         if decoding not in cls.decodings:
             raise ConfigError(f"{key}='{decoding}' is not available for {cls.__name__}; "
                               f"choose one of {list(cls.decodings)}")
+
+    @property
+    def decoding_name(self) -> str:
+        """The decoding `recommend` runs, by name ("auto" resolved): what manifests and answers record."""
+        return self.auto_decoding if self.decoding == "auto" else self.decoding
 
     def use_decoding(self, decoding: str, beam_width: int) -> None:
         """Evaluation's decoding and beam width, in place of those the model was trained with."""

@@ -54,6 +54,7 @@ def run(cfg) -> dict:
                        checkpoint_selection=_checkpoint_selection(info, protocol.checkpoint),
                        user_sample=user_sample(sequences, protocol.split, protocol.max_users, protocol.sample_seed))
     model.use_decoding(protocol.decoding, protocol.beam_width)  # evaluation's choice over the trained one
+    decoding = model.decoding_name
     if protocol.new_item_share and trained.new_items(sid_table):
         model = NewItemShare(model, trained.num_items + 1, protocol.new_item_share, data.num_items)
 
@@ -88,7 +89,7 @@ def run(cfg) -> dict:
         # every user gets the most frequent training items
         "baselines": {"popularity": {k: v for k, v in popularity.items() if k.startswith(("recall", "ndcg", "mrr"))}},
         "protocol": protocol.to_dict(),
-        "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint),
+        "model": {"method": info["method"]["name"], "weights": str(cfg.eval.checkpoint), "decoding": decoding,
                   "best_step": info.get("best_step"), "last_step": info.get("last_step"),
                   "select_metric": metric, f"best_val_{metric}": info.get(f"best_val_{metric}"),
                   "params": info.get("params"),

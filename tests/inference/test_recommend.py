@@ -73,6 +73,7 @@ def test_every_user_gets_the_predictors_top_k_after_their_whole_history(root, me
     model = manifest["model"]
     assert model["method"] == method and model["model_hash"] == p.identity["model_hash"]
     assert model["decoding"] == p.identity["decoding"] and model["sid_hash"] == p.identity["sid_hash"]
+    assert model["decoding"] == {"sasrec": "full_catalog", "rpg": "holistic"}[method]  # what "auto" ran
     assert (model["sid_hash"] is None) == (method == "sasrec")
     assert manifest["counts"] == {"users": USERS, "empty_history": 0, "short_lists": 0, "k": K}
     assert manifest["users_per_s"] > 0 and manifest["timings_s"]["recommend"] > 0

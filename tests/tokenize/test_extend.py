@@ -205,6 +205,7 @@ def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, train
     report = stage("evaluate", trained_500, *TINY_TIGER, f"paths.data={root / 'data'}", f"paths.sids={root / 'sids'}")
     _, _, targets = load_prepared(root / "data").eval_examples("test")
     cold = report["cold_start"]
+    assert report["model"]["decoding"] == "beam"  # what eval.decoding=auto ran for TIGER
     assert cold["users"] == int((targets > 500).sum()) > 0 and cold["new_items"] == 100
     assert set(cold["metrics"]) == set(cold["popularity"]) and "recall@10" in cold["metrics"]
     # eval.new_item_share: at least 2 of every top-20 list are items added after training

@@ -35,3 +35,4 @@ def test_include_valid_trains_on_the_validation_item_and_never_validates(prepare
     report = run(compose(["stage=evaluate", "data=ml100k", f"paths.root={prepared}", f"paths.train={tmp_path / 'meta'}",
                           f"paths.eval={tmp_path / 'eval'}", "eval.max_users=50", "progress=false"]))
     assert report["protocol"]["checkpoint_selection"].startswith("last step (train.include_valid")
+    assert report["model"]["decoding"] == "full_catalog"

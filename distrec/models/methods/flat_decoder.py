@@ -27,6 +27,7 @@ from distrec.models.recommender import Recommender
 
 class FlatDecoder(Recommender):
     name = "flat_decoder"
+    auto_decoding = "beam"
     decodings = ("auto", "beam", "exhaustive")
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, beam_width: int = 20,

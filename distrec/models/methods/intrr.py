@@ -108,6 +108,7 @@ class RecursiveAssignmentNetwork(nn.Module):
 
 class IntRR(Recommender):
     name = "intrr"
+    auto_decoding = "beam"
     extendable = False  # a UID embedding per item: items added after training have none
 
     def __init__(self, sid_table, backbone: nn.Module,

@@ -56,6 +56,7 @@ def gpt2_init(backbone: nn.Module) -> None:
 
 class RPG(Recommender):
     name = "rpg"
+    auto_decoding = "holistic"
     decodings = ("auto", "holistic", "graph")
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 50, temperature: float = 0.03,

@@ -31,6 +31,7 @@ from distrec.models.recommender import Recommender
 
 class TIGER(Recommender):
     name = "tiger"
+    auto_decoding = "beam"
     decodings = ("auto", "beam", "exhaustive")
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, user_tokens: int = 0,
