@@ -59,7 +59,9 @@ def last_n(user_sorted: np.ndarray, n: int) -> np.ndarray:
     return group_end - np.arange(len(user_sorted)) <= n
 
 
-def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
+def build(raw: RawData, cfg, dropped: Counter, earlier_items: list[str] | None = None) -> Prepared:
+    """The tables of `raw`. `earlier_items`: the source ids of an earlier preparation in item-id order
+    (`data.item_ids_from`); they keep their ids, and the items new here are numbered after them."""
     log = raw.log
     if len(log) == 0:
         raise DataError("no interactions left after reading", raw.files[0] if raw.files else cfg.path,
@@ -116,9 +118,13 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
     user_dense = np.zeros(len(user_keys), np.int64)
     item_dense = np.zeros(len(item_keys), np.int64)
     u_order = groups[dense_order(list(user_keys[groups]))]
-    i_order = used_items[dense_order(list(item_keys[used_items]))]
     user_dense[u_order] = np.arange(1, len(u_order) + 1)
-    item_dense[i_order] = np.arange(1, len(i_order) + 1)
+    earlier_ids = {k: i for i, k in enumerate(earlier_items or [], start=1)}
+    kept = np.array([str(k) in earlier_ids for k in item_keys[used_items]], bool)
+    new_items = used_items[~kept]
+    i_order = new_items[dense_order(list(item_keys[new_items]))]
+    item_dense[used_items[kept]] = [earlier_ids[str(k)] for k in item_keys[used_items[kept]]]
+    item_dense[i_order] = np.arange(len(earlier_ids) + 1, len(earlier_ids) + len(i_order) + 1)
     user, item = user_dense[user], item_dense[item]
     regroup = np.argsort(user, kind="stable")
     item = item[regroup]
@@ -141,7 +147,7 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
     columns["test_pos"] = pa.array(test, pa.int32())
     sequences = pa.table(columns)
 
-    item_source = [str(k) for k in item_keys[i_order]]
+    item_source = list(earlier_ids) + [str(k) for k in item_keys[i_order]]
     items, fields, vocabs, coverage = build_items_table(item_source, raw.items, raw.kinds)
     item_map = pa.table({"item_id": items.column("item_id"), "source_id": pa.array(item_source, pa.string()),
                          "raw_id": items.column("raw_id")})
@@ -149,6 +155,8 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
                          "raw_user_id": sequences.column("raw_user_id")})
     if raw.items:
         filtered["catalog_items_without_interactions"] = len(set(raw.items) - set(item_source))
+    if earlier_items is not None:  # kept in the catalog (their ids stay), though nobody interacted with them here
+        filtered["earlier_items_without_interactions"] = len(earlier_ids) - int(kept.sum())
 
     stats = {
         "name": cfg.name,
@@ -164,6 +172,8 @@ def build(raw: RawData, cfg, dropped: Counter) -> Prepared:
         "filtered": dict(filtered),
         "k_core_rounds": rounds,
     }
+    if earlier_items is not None:
+        stats["earlier_items"] = len(earlier_ids)  # ids 1..earlier_items; the new ones follow
     return Prepared(items, sequences, user_map, item_map, vocabs, split, stats)
 
 

@@ -65,5 +65,8 @@ class DataConfig:
     temporal_valid_start: Optional[int] = None  # explicit global cut-offs (unix seconds) override the fractions
     temporal_test_start: Optional[int] = None
     on_error: str = "raise"  # raise | skip (skipped rows are counted in stats.json)
+    # a grown catalog: the data/ dir of an earlier prepare whose items keep their ids (1..M); the items
+    # new here are numbered after them, so an earlier SID table extends (`tokenize --extend`)
+    item_ids_from: Optional[str] = None
     num_shards: int = 4
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

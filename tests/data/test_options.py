@@ -1,7 +1,10 @@
 """prepare options: k-core, max_history, dense ids and maps, leave-one-out and temporal splits."""
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from data_helpers import normalised, sequences
 
 
@@ -79,3 +82,23 @@ def test_item_counts_and_eval_examples(prepare_in, tmp_path):
     assert targets.tolist() == [3, 2]
     assert [s.tolist() for s in data.train_sequences()] == [[1, 2], [2]]
     assert np.array_equal(data.train_item_ids(), [1, 2])
+
+
+def test_a_grown_catalog_keeps_the_earlier_item_ids(prepare_in, tmp_path):
+    """data.item_ids_from: earlier items keep their ids (and categorical codes), new items come after them,
+    an earlier item nobody interacted with since stays in the catalog: an earlier SID table extends."""
+    from distrec.errors import ConfigError
+
+    items = [{"item_id": k, "title": f"t{k}", "brand": b} for k, b in [("z", "Z"), ("a", "A"), ("m", "M")]]
+    first = prepare_in(*normalised(tmp_path / "v1", [{"user_id": 1, "items": ["z", "a", "m"]}], items))
+    assert first.items.column("raw_id").to_pylist() == ["a", "m", "z"]
+    grown_items = items + [{"item_id": "b", "title": "tb", "brand": "B"}, {"item_id": "y", "title": "ty", "brand": "M"}]
+    rows = [{"user_id": 1, "items": ["z", "y", "m"]}, {"user_id": 2, "items": ["b", "z"]}]
+    grown = prepare_in(*normalised(tmp_path / "v2", rows, grown_items), f"data.item_ids_from={first.directory}")
+    assert grown.items.column("raw_id").to_pylist() == ["a", "m", "z", "b", "y"]  # "b" sorts first, but is new
+    assert sequences(grown) == [[3, 5, 2], [4, 3]]
+    assert grown.items.column("brand").to_pylist()[:3] == first.items.column("brand").to_pylist()
+    assert grown.stats["earlier_items"] == 3 and grown.stats["filtered"]["earlier_items_without_interactions"] == 1
+    assert str(first.directory / "maps" / "items") in json.loads((grown.directory / "manifest.json").read_text())["inputs"]
+    with pytest.raises(ConfigError, match="data.item_ids_from=.*no item map"):
+        prepare_in(*normalised(tmp_path / "v3", rows), f"data.item_ids_from={tmp_path / 'nothing'}")
