@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distrec.artifacts import Timer, dir_hash, read_table, shard_paths, staged_output, write_manifest, wrote
@@ -44,11 +45,19 @@ def run(cfg):
         embedder = make_embedder(cfg)
         inputs = embedder.inputs(data)
     fit_inputs = inputs
-    if inputs.num_rows > ecfg.fit_max_items:  # fit on a seeded sample; transform everything
-        rows = np.sort(np.random.default_rng(ecfg.seed).choice(inputs.num_rows, ecfg.fit_max_items, replace=False))
-        fit_inputs = inputs.take(pa.array(rows))
+    earlier = data.stats.get("earlier_items")  # a grown catalog (data.item_ids_from): fit as before it grew
+    if earlier is not None:
+        fit_inputs = inputs.filter(pc.less_equal(inputs.column("item_id"), earlier))
+        log.info("embed: fitted on the %d earlier items of the grown catalog (data.item_ids_from), as the "
+                 "embeddings its SID table was built from; %d new items are transformed only",
+                 fit_inputs.num_rows, inputs.num_rows - fit_inputs.num_rows)
+    if fit_inputs.num_rows > ecfg.fit_max_items:  # fit on a seeded sample; transform everything
+        rows = np.sort(np.random.default_rng(ecfg.seed).choice(fit_inputs.num_rows, ecfg.fit_max_items,
+                                                               replace=False))
+        fit_inputs = fit_inputs.take(pa.array(rows))
     with timer("fit"):
         embedder.fit(fit_inputs)
+    fit_items = fit_inputs.num_rows
     del fit_inputs
     with staged_output(out) as tmp:
         with timer("transform"):
@@ -61,7 +70,7 @@ def run(cfg):
         if no_content:  # reported, never dropped (they get placeholder_vectors, not zeros)
             log.warning("embed: %d of %d items have no content for %s (e.g. item ids %s); each got a fixed random "
                         "unit vector", len(no_content), table.num_rows, embedder.cfg.method, no_content[:10])
-        counts = {"items": table.num_rows, "dim": dim, "no_content": len(no_content)}
+        counts = {"items": table.num_rows, "dim": dim, "no_content": len(no_content), "fit_items": fit_items}
         write_manifest(tmp, stage="embed", config=cfg, inputs={"items": dir_hash(data_dir / "items")},
                        timings=timer.phases, counts=counts, extra={"no_content_items": no_content[:1000],
                                                                    "method": embedder.cfg.method,  # after a fallback

@@ -225,3 +225,40 @@ def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, train
     (intrr / MODEL_JSON).write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="retrain it"):
         TrainedModel(intrr).load("last", root / "sids")
+
+
+def write_catalog(folder, items: int, users: int, seed: int = 0):
+    """A normalized dataset of `items` titled items ("i0".."i{items-1}") and `users` random sequences."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{k}" for k in range(60)]
+    folder.mkdir(parents=True)
+    with open(folder / "items.jsonl", "w") as f:
+        for i in range(items):
+            title = " ".join(np.random.default_rng(i).choice(words, 4))  # an item's text never changes
+            f.write(json.dumps({"item_id": f"i{i}", "title": title}) + "\n")
+    with open(folder / "sequences.jsonl", "w") as f:
+        for u in range(users):
+            f.write(json.dumps({"user_id": u, "items": [f"i{k}" for k in rng.integers(0, items, 6)]}) + "\n")
+    return ["data.format=normalized", f"data.path={folder}", "data.name=grown"]
+
+
+def test_a_catalog_prepared_again_with_new_items_extends_its_earlier_table(tmp_path):
+    """The user's path: prepare, embed, tokenize; later the catalog has grown: prepare it again keeping the
+    earlier ids (data.item_ids_from), embed (fitted on the earlier items: their vectors do not move) and
+    tokenize --extend: every earlier item re-encodes to its code, the new ones get codes."""
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    stage("prepare", v1, *write_catalog(tmp_path / "raw1", 300, 200))
+    stage("embed", v1, "data.name=grown", "embed.min_df=1")
+    stage("tokenize", v1, "data.name=grown")
+    raw2 = write_catalog(tmp_path / "raw2", 340, 220, seed=1)  # i300..i339 are new (and i10 sorts before i2)
+    stage("prepare", v2, *raw2, f"data.item_ids_from={v1 / 'data'}")
+    stage("embed", v2, "data.name=grown", "embed.min_df=1")
+    before, after = read_table(v1 / "embed" / "item_embeddings"), read_table(v2 / "embed" / "item_embeddings")
+    n = before.num_rows  # the items someone interacted with in v1; the others of i0..i299 are new in v2 too
+    assert after.num_rows == 340 and json.loads((v2 / "embed" / "manifest.json").read_text())["counts"]["fit_items"] == n
+    np.testing.assert_allclose(np.stack(after.column("vector").to_numpy(zero_copy_only=False)[:n]),
+                               np.stack(before.column("vector").to_numpy(zero_copy_only=False)), atol=1e-6)
+    stage("tokenize", v2, "data.name=grown", f"tokenizer.extend={v1 / 'sids'}", f"paths.sids={v2 / 'sids'}")
+    report = json.loads((v2 / "sids" / "quality.json").read_text())
+    assert report["new_items"] == 340 - n and report["earlier_items_same_code"] == 1.0
+    assert np.array_equal(SIDTable.load(v2 / "sids").codes[:n + 1], SIDTable.load(v1 / "sids").codes)
