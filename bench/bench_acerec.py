@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from distrec.config import compose
-from distrec.data.batches import SequenceData, build_train_index, collate_eval, collate_train, eval_rows
+from distrec.data.batches import build_train_index, collate_eval, collate_train, eval_rows
 from distrec.data.dataset import load_prepared
 from distrec.models.recommender import Catalog, build_model
 from distrec.tokenize.sid_table import SIDTable
@@ -37,7 +37,7 @@ ACEREC_SHAPE = ["model=transformer", "model.d_model=448", "model.n_layers=2", "m
 
 def load_beauty(root: Path = BEAUTY):
     data = load_prepared(root / "data")
-    return data, SequenceData.from_arrow(data.sequences)
+    return data, data.sequence_data()
 
 
 def make_model(overrides: list[str], sids: Path, data):

@@ -58,13 +58,13 @@ def median_run(runs: list[dict]) -> dict:
 
 def plain_loop(args, precision: str) -> dict:
     """A minimal torch training loop over the engine's batches: the baseline to beat."""
-    from distrec.data.batches import SequenceData, TrainSampler, build_train_index, collate_train
+    from distrec.data.batches import TrainSampler, build_train_index, collate_train
     from distrec.data.dataset import load_prepared
     from distrec.models.recommender import Catalog, build_model
 
     cfg = cfg_for(args)
     data = load_prepared(cfg.paths.data)
-    seqs = SequenceData.from_arrow(data.sequences)
+    seqs = data.sequence_data()
     index = build_train_index(seqs, cfg.model.max_history)
     sampler = TrainSampler(index, args.batch, args.batch, 1, 0, seed=0)
     torch.manual_seed(0)

@@ -66,7 +66,6 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
     from zero3_workers import RankSession, join
 
     from distrec.config import compose
-    from distrec.data.batches import SequenceData
     from distrec.data.dataset import load_prepared
     from distrec.models.recommender import Catalog, build_model
     from distrec.train import engine as E
@@ -88,7 +87,7 @@ def rank_main(rank, world, port, prepared, out, size, overrides):
     make = functools.partial(build_model, cfg.model, cfg.method, Catalog(data.num_items))
     job = L.TrainJob(cfg=cfg, make_model=make, num_items=data.num_items, identity={"model_hash": "-"},
                      train_dir=str(Path(out) / "train"))
-    L.train_loop(job, RankSession(Path(out) / "train", rank, world), SequenceData.from_arrow(data.sequences))
+    L.train_loop(job, RankSession(Path(out) / "train", rank, world), data.sequence_data())
     time.sleep(0.05)
     # a phase shorter than one poll keeps its RSS at the start as its peak
     rows = [(p, trace.at_start[p] / GIB, max(trace.at_start[p], trace.peak.get(p, 0)) / GIB) for p in trace.order]

@@ -343,7 +343,7 @@ def check(args, overrides):
                    "engine.precision=fp32", "model.dropout=0", f"method.intrr.align_weight={args.align_weight}",
                    f"train.weight_decay={args.weight_decay}", f"train.global_batch_size={args.global_batch}",
                    f"train.micro_batch_size={args.micro_batch}", *overrides])
-    seq = SequenceData.from_arrow(load_prepared(cfg.paths.data).sequences)
+    seq = load_prepared(cfg.paths.data).sequence_data()
     shipped = SIDTable.load(cfg.paths.sids)
     codes = shipped.codes[1:]
     table = SIDTable(shipped.codes, [int(codes.max()) + 1] * shipped.levels, shipped.dedup)  # released sizes
@@ -371,7 +371,7 @@ def beam(args, overrides):
     released level-4 codebook has 128 rows; the checkpoint's 33 fill the first (the rest are masked)."""
     R = import_released(args.code, args.pkgs)
     cfg = compose(["stage=train", "experiment=intrr_beauty", f"paths.root={args.root}", *overrides])
-    seq = SequenceData.from_arrow(load_prepared(cfg.paths.data).sequences)
+    seq = load_prepared(cfg.paths.data).sequence_data()
     table = SIDTable.load(cfg.paths.sids)
     model = build_model(cfg.model, cfg.method, Catalog(table.num_items, table))
     model.load_state_dict(read_weights(args.weights, "IntRR weights", "pass a distrec checkpoint's weights file"))
@@ -418,7 +418,7 @@ def released_validate(R, ref, seq, codes, users: int, sequence_length: int, batc
 def curve(args, overrides):
     R = import_released(args.code, args.pkgs)
     cfg = compose(["stage=train", "experiment=intrr_beauty", f"paths.root={args.root}", *overrides])
-    seq = SequenceData.from_arrow(load_prepared(cfg.paths.data).sequences)
+    seq = load_prepared(cfg.paths.data).sequence_data()
     codes = SIDTable.load(cfg.paths.sids).codes[1:]
     S = int(R.cfg.sequence_length)  # items per row, the target included
     torch.manual_seed(args.seed)

@@ -29,7 +29,7 @@ from transformers import GPT2Config, GPT2Model
 from transformers.optimization import get_scheduler
 
 from distrec.config import compose
-from distrec.data.batches import (SequenceData, TrainSampler, build_train_index, collate_eval, collate_train,
+from distrec.data.batches import (TrainSampler, build_train_index, collate_eval, collate_train,
                                   eval_rows)
 from distrec.data.dataset import load_prepared
 from distrec.models.recommender import Catalog, build_model
@@ -175,7 +175,7 @@ def main():
                    "engine=plain", "engine.precision=fp32", "method.rpg.embd_dropout=0", "method.rpg.attn_dropout=0",
                    f"train.lr={args.lr}", f"train.warmup_steps={args.warmup}", *overrides])
     data = load_prepared(cfg.paths.data)
-    seq = SequenceData.from_arrow(data.sequences)
+    seq = data.sequence_data()
     table = SIDTable.load(cfg.paths.sids)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.method, Catalog(data.num_items, table))

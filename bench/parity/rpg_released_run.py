@@ -113,7 +113,6 @@ def main():
     sys.path[:0] = [str(released), *args.packages]
 
     import torch
-    from distrec.data.batches import SequenceData
     from distrec.data.dataset import load_prepared
     from distrec.tokenize.sid_table import SIDTable
     import genrec.datasets
@@ -121,7 +120,7 @@ def main():
     from genrec.pipeline import Pipeline
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    seq = SequenceData.from_arrow(load_prepared(root / "data").sequences)
+    seq = load_prepared(root / "data").sequence_data()
     sids = SIDTable.load(root / "sids")
     cache = work / "cache"
     write_sids(sids, cache / "processed" / "text-embedding-3-large_OPQ32,IVF1,PQ32x8.sem_ids")
