@@ -33,7 +33,8 @@ def train(root, train_dir, *overrides):
     ("train.log_every=0", "train.log_every=0 must be >= 1"),
     ("train.val_max_users=0", "train.val_max_users=0 must be >= 1"),
     ("train.betas=[0.9,1.5]", "train.betas=[0.9, 1.5]"),
-    ("train.schedule=linear", "train.schedule: Invalid value 'linear', expected one of [constant, cosine, inverse_sqrt]"),
+    ("train.schedule=linear", "train.schedule: Invalid value 'linear', expected one of [constant, cosine, inverse_sqrt, wsd]"),
+    ("train.schedule=wsd", "train.schedule=wsd decays over the last train.decay_steps steps: set 0 < decay_steps"),
     ("engine.num_workers=-1", "engine.num_workers=-1 must be >= 0"),
     ("engine.cpus_per_worker=0", "engine.cpus_per_worker=0.0 must be > 0"),
 ])
