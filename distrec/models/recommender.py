@@ -51,6 +51,8 @@ class Recommender(nn.Module):
     extendable: ClassVar[bool] = True
     decoding: str = "auto"
     beam_width: int | None = None  # methods that decode with a beam set it
+    # the parts of the training loss `forward` reports beside "loss" (weighted or not): metrics.jsonl logs them
+    loss_terms: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_config(cls, model_cfg, method_cfg, catalog: Catalog) -> Recommender:

@@ -268,6 +268,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         return [(collate_train(data, index, ids, cfg.model.max_history), w) for ids, w in chosen]
 
     last_loss, first_step = float("nan"), state["step"]
+    # the loss's parts the model reports (a class attribute: the same list, so the same tensor, on every rank)
+    terms = list(getattr(engine.model, "loss_terms", ()))
     clock = Clock(first_step, total_steps)
     while state["step"] < total_steps and not state["done"]:
         step = state["step"]
@@ -275,7 +277,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         micro = micro_batches(step)
         sums = engine.step(micro)
         n_tokens = sum(int((b["input_ids"] > 0).sum()) for b, _ in micro)
-        reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens)], dtype=torch.float64))
+        reduced = all_reduce(torch.tensor([sums.get("loss", 0.0), float(n_tokens), *(sums.get(k, 0.0) for k in terms)],
+                                          dtype=torch.float64))
         elapsed = time.perf_counter() - start
         state["train_seconds"] += elapsed
         state["samples_seen"] += plan.global_batch
@@ -289,7 +292,8 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
         if step % t.log_every == 0 or step == total_steps:
             row = {"step": step, "split": "train", "epoch": round(step / sampler.steps_per_epoch, 4),
                    "loss": last_loss, "lr": engine.lr, "samples_per_s": plan.global_batch / elapsed,
-                   "tokens_per_s": float(reduced[1]) / elapsed, "train_seconds": round(state["train_seconds"], 2)}
+                   "tokens_per_s": float(reduced[1]) / elapsed, "train_seconds": round(state["train_seconds"], 2),
+                   **{k: float(v) for k, v in zip(terms, reduced[2:]) if k in sums}}
             log.log(row)
             bar.set_postfix(loss=f"{last_loss:.4f}", samples_s=f"{row['samples_per_s']:.0f}")
         # train.time_limit_s: the attempt's time is up (the same on every rank: rank 0's clock decides)

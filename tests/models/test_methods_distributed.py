@@ -5,6 +5,8 @@ these check that the models run distributed (gradients, partitioned parameters, 
 ranks), not what they learn. Only the ACERec ZeRO-2 run is in the default test run (each run took
 3.5-5 minutes on the saturated shared machine); the other three are `slow`."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -39,7 +41,11 @@ def check(summary: dict) -> None:
 
 def test_acerec_zero2_transformer(root, ray_local):
     check(train_one_step(root, "sids_long", "acerec_z2", "engine=zero2", "method=acerec", "model=transformer",
-                         "method.acerec.k=2"))
+                         "method.acerec.k=2", "method.acerec.isa_weight=0.1", "method.acerec.recon_weight=0.03"))
+    # the loss's parts are logged, reduced over both ranks as the loss is
+    row = [r for r in map(json.loads, (root / "acerec_z2" / "metrics.jsonl").read_text().splitlines())
+           if r["split"] == "train"][-1]
+    assert row["loss"] == pytest.approx(row["mtp"] + 0.1 * row["isa"] + 0.03 * row["recon"], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def acerec_mask(num_blocks: int, k: int, intent: bool, device=None) -> torch.Ten
 
 class ACERec(Recommender):
     name = "acerec"
+    loss_terms = ("mtp", "isa", "recon")  # logged with the loss
     auto_decoding = "holistic"
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, n_heads: int,

@@ -108,6 +108,7 @@ class RecursiveAssignmentNetwork(nn.Module):
 
 class IntRR(Recommender):
     name = "intrr"
+    loss_terms = ("rec", "aln")  # logged with the loss
     auto_decoding = "beam"
     extendable = False  # a UID embedding per item: items added after training have none
 
