@@ -41,17 +41,19 @@ def precision_context(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def recommend_in_pieces(model, batch: dict, k: int, beam_rows: int | None = None):
+def recommend_in_pieces(model, batch: dict, k: int, beam_rows: int | None = None, **kwargs):
     """`model.recommend(batch, k)`, on pieces of the batch small enough that a beam search holds at most
     `beam_rows` (user, beam) rows at once: each row carries its own decoder state (a flattened SID
     decoder's KV cache of the whole history), so memory grows with users x beam width, not with users.
-    Rankings are per user, so the pieces give the same results. Models without `beam_width` run whole."""
+    Rankings are per user, so the pieces give the same results. Models without `beam_width` run whole.
+    `kwargs` go to `recommend` (items_from)."""
     width = getattr(model, "beam_width", None)
     users = len(batch["input_ids"])
     per_piece = max(1, beam_rows // max(width, k)) if width and beam_rows else users
     if per_piece >= users:
-        return model.recommend(batch, k)
-    pieces = [model.recommend({n: v[i:i + per_piece] if torch.is_tensor(v) else v for n, v in batch.items()}, k)
+        return model.recommend(batch, k, **kwargs)
+    pieces = [model.recommend({n: v[i:i + per_piece] if torch.is_tensor(v) else v for n, v in batch.items()}, k,
+                              **kwargs)
               for i in range(0, users, per_piece)]
     return torch.cat([ids for ids, _ in pieces]), torch.cat([scores for _, scores in pieces])
 

@@ -23,6 +23,22 @@ def candidates(k: int, num_items: int) -> int:
     return min(num_items, CANDIDATES_PER_PLACE * k)
 
 
+def candidate_lists(recommend, model, batch: dict, width: int, first_new_item: int, share: float, num_items: int):
+    """Candidate lists (ids, scores) [B, W], best first, holding the model's top `width` and its best new
+    items, for `with_new_items`. `recommend(batch, n, **kwargs)` runs the model. A beam decoder runs a
+    second beam of ceil(share * width) over the new items' sub-trie (a 50 x width beam would cost 50x);
+    any other method is asked for its top 50 x width, cheap for a scorer of the whole catalog."""
+    if not (getattr(model, "beams_new_items", False) and model.decoding_name == "beam"):
+        return recommend(batch, candidates(width, num_items))
+    ids, scores = recommend(batch, width)
+    new_ids, new_scores = recommend(batch, math.ceil(share * width), items_from=first_new_item)
+    ids, scores = torch.cat([new_ids, ids], 1), torch.cat([new_scores.float(), scores.float()], 1)
+    repeated = (ids.unsqueeze(2) == ids.unsqueeze(1)).tril(-1).any(2)  # a new item both beams found: once
+    scores = scores.masked_fill(repeated, float("-inf"))
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return ids.gather(1, order), scores.gather(1, order)
+
+
 def with_new_items(ids: torch.Tensor, scores: torch.Tensor, first_new_item: int, share: float, k: int):
     """The top-k of candidate lists `ids`/`scores` [B, W] (best first) in which the best ceil(share * k) new
     items (ids >= first_new_item) are sure of a place; ordered by score."""
@@ -47,5 +63,6 @@ class NewItemShare(nn.Module):
         return getattr(self.model, "beam_width", None)
 
     def recommend(self, batch: dict, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, scores = self.model.recommend(batch, candidates(k, self.num_items))
+        ids, scores = candidate_lists(self.model.recommend, self.model, batch, k, self.first_new_item, self.share,
+                                      self.num_items)
         return with_new_items(ids, scores, self.first_new_item, self.share, k)

@@ -23,7 +23,7 @@ import torch
 
 from distrec.errors import ConfigError, DistrecError
 from distrec.eval.evaluator import drop_history, precision_context, recommend_in_pieces
-from distrec.eval.new_items import candidates, with_new_items
+from distrec.eval.new_items import candidate_lists, with_new_items
 
 
 class RequestError(DistrecError):
@@ -126,10 +126,13 @@ class Predictor:
         batch = self.batch(histories, user_ids)
         width = min(k + (self.max_history if self.exclude_history else 0), self.num_items)
         share = self.new_items is not None and self.new_items[1] > 0
-        if share:
-            width = candidates(width, self.num_items)
         with precision_context(self.device, self.precision):
-            ids, scores = recommend_in_pieces(self.model, batch, width, self.beam_rows)
+            if share:
+                ids, scores = candidate_lists(
+                    lambda b, n, **kw: recommend_in_pieces(self.model, b, n, self.beam_rows, **kw), self.model,
+                    batch, width, *self.new_items, self.num_items)
+            else:
+                ids, scores = recommend_in_pieces(self.model, batch, width, self.beam_rows)
         scores = scores.float()
         if self.exclude_history:
             ids, scores = drop_history(ids, scores, batch["input_ids"])

@@ -51,6 +51,8 @@ class Recommender(nn.Module):
     extendable: ClassVar[bool] = True
     decoding: str = "auto"
     beam_width: int | None = None  # methods that decode with a beam set it
+    # beam decoders whose `recommend(..., items_from=first)` searches only items first..N (eval.new_item_share)
+    beams_new_items: ClassVar[bool] = False
     # the parts of the training loss `forward` reports beside "loss" (weighted or not): metrics.jsonl logs them
     loss_terms: ClassVar[tuple[str, ...]] = ()
 

@@ -189,8 +189,15 @@ def test_a_trained_model_recommends_the_new_items(grown, trained_500, tmp_path):
     from distrec.inference.predictor import Predictor
 
     predictor = Predictor.load(trained_500 / "train", sids_dir=extended, checkpoint="last", new_item_share=0.5)
+    asked, recommend = [], predictor.model.recommend
+    predictor.model.recommend = lambda b, k, **kw: asked.append((k, kw)) or recommend(b, k, **kw)
     items, _ = predictor.recommend([[3, 4], [new_item]], k=10)
     assert predictor.identity["new_items"] == 100 and ((items > 500).sum(1) >= 5).all()
+    assert all(len(set(row)) == len(row) for row in items.tolist())  # an item found by both beams: once
+    # a beam over the whole catalog as wide as the list (+ history slack), and one over the new items' sub-trie:
+    # no 50 x k beam
+    width = 10 + 8  # k + model.max_history (excluded history items)
+    assert asked == [(width, {}), (9, {"items_from": 501})]
 
 
 def test_evaluate_on_the_grown_catalog_reports_the_cold_start_users(grown, trained_500, tmp_path):

@@ -28,6 +28,7 @@ from distrec.models.recommender import Recommender
 class FlatDecoder(Recommender):
     name = "flat_decoder"
     auto_decoding = "beam"
+    beams_new_items = True  # recommend(..., items_from=) searches the new items' sub-trie
     decodings = ("auto", "beam", "exhaustive")
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, beam_width: int = 20,
@@ -106,7 +107,10 @@ class FlatDecoder(Recommender):
         return h[:, -1], cache, positions[:, -1:] + 1, last_time
 
     @torch.no_grad()
-    def recommend(self, batch, k: int, decoding: str | None = None, beam_width: int | None = None):
+    def recommend(self, batch, k: int, decoding: str | None = None, beam_width: int | None = None,
+                  items_from: int | None = None):
+        """Top-k items; `items_from`: among items items_from..N only (beam decoding: a beam over their
+        sub-trie, for the items added after training; eval.new_item_share)."""
         decoding = decoding or self.decoding
         if decoding == "exhaustive":
             return topk_over_catalog(lambda ids: self.item_loglik(batch, ids), self.sid.num_items, k,
@@ -128,7 +132,7 @@ class FlatDecoder(Recommender):
             state["time"] = state["time"][rows] if state["time"] is not None else None
 
         width = max(beam_width or self.beam_width, k)
-        return constrained_beam_search(step, reorder, len(last), self.sid.trie_children, width, k)
+        return constrained_beam_search(step, reorder, len(last), self.sid.children_from(items_from), width, k)
 
     @torch.no_grad()
     def item_loglik(self, batch, item_ids):

@@ -6,6 +6,7 @@ distrec.tokenize.sid_table: pad=0, bos=1, eos=2, digit l code c -> offsets[l] + 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -47,6 +48,19 @@ class SIDVocab(nn.Module):
     @property
     def trie_children(self) -> list[torch.Tensor]:
         return [getattr(self, f"children_{level}") for level in range(self.num_children)]
+
+    def children_from(self, first_item: int | None) -> list[torch.Tensor]:
+        """The trie of items first_item..N only (a beam over the items added after training), or the whole
+        trie for None; built once per first item, on the codes' device."""
+        if first_item is None:
+            return self.trie_children
+        if getattr(self, "_sub_trie", (None,))[0] != first_item:
+            from distrec.tokenize.sid_table import PrefixTrie
+
+            codes = self.codes[first_item:].cpu().numpy()
+            trie = PrefixTrie.build(codes, np.arange(first_item, self.num_items + 1), self.codebook_sizes)
+            self._sub_trie = (first_item, [torch.tensor(t, device=self.codes.device) for t in trie.children])
+        return self._sub_trie[1]
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
         """The codes of one digit out of full-vocabulary logits [..., V] -> [..., K_level]."""

@@ -32,6 +32,7 @@ from distrec.models.recommender import Recommender
 class TIGER(Recommender):
     name = "tiger"
     auto_decoding = "beam"
+    beams_new_items = True  # recommend(..., items_from=) searches the new items' sub-trie
     decodings = ("auto", "beam", "exhaustive")
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, max_history: int = 20, user_tokens: int = 0,
@@ -89,7 +90,10 @@ class TIGER(Recommender):
     # ------------------------------------------------------------------ inference
 
     @torch.no_grad()
-    def recommend(self, batch, k: int, decoding: str | None = None, beam_width: int | None = None):
+    def recommend(self, batch, k: int, decoding: str | None = None, beam_width: int | None = None,
+                  items_from: int | None = None):
+        """Top-k items; `items_from`: among items items_from..N only (beam decoding: a beam over their
+        sub-trie, for the items added after training; eval.new_item_share)."""
         decoding = decoding or self.decoding
         memory, memory_pad = self.encode(batch["input_ids"], batch.get("user_ids"))
         if decoding == "exhaustive":
@@ -107,7 +111,7 @@ class TIGER(Recommender):
             return self.sid.level_logits(self.head(h[:, -1]), level)
 
         width = max(beam_width or self.beam_width, k)
-        return constrained_beam_search(step, cache.reorder, len(memory), self.sid.trie_children, width, k)
+        return constrained_beam_search(step, cache.reorder, len(memory), self.sid.children_from(items_from), width, k)
 
     def item_loglik(self, memory, memory_pad, item_ids):
         """Teacher-forced log-likelihood [B, C] of every (user, item) pair: the exhaustive scorer."""
