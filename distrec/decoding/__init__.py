@@ -1,7 +1,7 @@
 """Decoding for semantic-ID recommenders (pure torch).
 
 - `beam.constrained_beam_search`: token-by-token beam search over SID digits, masked by the SID
-  table's prefix trie so only real items come out (TIGER, flattened decoder).
+  table's prefix trie (`trie.PrefixTrie`) so only real items come out (TIGER, flattened decoder).
 - `scoring.topk_over_catalog` + `scoring.holistic_scores`: score every item of the catalog in
   chunks (exhaustive teacher-forced log-likelihood, RPG's per-digit holistic scoring).
 - `graph.build_item_graph` / `graph.graph_decode`: RPG's graph-constrained decoding.

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distrec.decoding.trie import PrefixTrie
 from distrec.errors import ConfigError
 
 PAD, BOS = 0, 1
@@ -54,12 +55,11 @@ class SIDVocab(nn.Module):
         trie for None; built once per first item, on the codes' device."""
         if first_item is None:
             return self.trie_children
-        if getattr(self, "_sub_trie", (None,))[0] != first_item:
-            from distrec.tokenize.sid_table import PrefixTrie
-
+        key = (first_item, self.codes.device)  # a model moved to another device builds it again
+        if getattr(self, "_sub_trie", (None,))[0] != key:
             codes = self.codes[first_item:].cpu().numpy()
             trie = PrefixTrie.build(codes, np.arange(first_item, self.num_items + 1), self.codebook_sizes)
-            self._sub_trie = (first_item, [torch.tensor(t, device=self.codes.device) for t in trie.children])
+            self._sub_trie = (key, [torch.tensor(t, device=self.codes.device) for t in trie.children])
         return self._sub_trie[1]
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
