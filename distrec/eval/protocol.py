@@ -10,6 +10,12 @@ from distrec.errors import ConfigError
 
 
 
+def check_share(share: float, key: str) -> None:
+    """A share of each list kept for new items is a fraction: refused outside [0, 1], naming the config key."""
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(f"{key}={share} must be in [0, 1]")
+
+
 @dataclass
 class EvalProtocol:
     split: str = "test"  # valid: predict items[valid_pos]; test: predict items[test_pos]
@@ -37,8 +43,7 @@ class EvalProtocol:
         self.ks = sorted({int(k) for k in self.ks})
         if self.max_users is not None and self.max_users < 1:
             raise ConfigError(f"eval.max_users={self.max_users} must be >= 1 (or null: every user)")
-        if not 0.0 <= self.new_item_share <= 1.0:
-            raise ConfigError(f"eval.new_item_share={self.new_item_share} must be in [0, 1]")
+        check_share(self.new_item_share, "eval.new_item_share")
         if self.beam_width < max(self.ks):
             raise ConfigError(f"eval.beam_width={self.beam_width} is smaller than max(eval.ks)={max(self.ks)}: "
                               "a beam cannot return more items than its width; raise eval.beam_width")

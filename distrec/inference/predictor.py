@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distrec.errors import ConfigError, DistrecError
+from distrec.errors import DistrecError
 from distrec.eval.evaluator import drop_history, precision_context, recommend_in_pieces
 from distrec.eval.new_items import candidate_lists, with_new_items
+from distrec.eval.protocol import check_share
 
 
 class RequestError(DistrecError):
@@ -53,13 +54,13 @@ class Predictor:
         `new_item_share`: up to that share of each list for the items added since training (NewItemShare)."""
         from distrec.train.export import TrainedModel
 
+        check_share(new_item_share, "new_item_share")  # before the model is read
         trained = TrainedModel(train_dir)
         sid_table = trained.sid_table(sids_dir)
         model = trained.load(checkpoint, sids_dir, device)
         model.use_decoding(decoding, beam_width)
-        num_items = trained.num_items + trained.new_items(sid_table)
-        if not 0.0 <= new_item_share <= 1.0:
-            raise ConfigError(f"new_item_share={new_item_share} must be in [0, 1]")
+        new_items = trained.new_items(sid_table)
+        num_items = trained.num_items + new_items
         raw_ids = None
         if data_dir is not None:
             from distrec.data.dataset import load_prepared
@@ -72,12 +73,12 @@ class Predictor:
                     "decoding": model.decoding_name, "beam_width": getattr(model, "beam_width", None),
                     "sid_hash": sid_table.content_hash if sid_table is not None else None,
                     "trained_sid_hash": trained.sid_hash, "num_items": num_items,
-                    "new_items": trained.new_items(sid_table), "new_item_share": new_item_share,
+                    "new_items": new_items, "new_item_share": new_item_share,
                     "exclude_history": exclude_history}
         return cls(model, num_items=num_items, max_history=int(trained.info["model"]["max_history"]),
                    identity=identity, raw_ids=raw_ids, exclude_history=exclude_history, max_k=max_k,
                    precision=precision, beam_rows=beam_rows,
-                   new_items=(trained.num_items + 1, new_item_share) if trained.new_items(sid_table) else None)
+                   new_items=(trained.num_items + 1, new_item_share) if new_items else None)
 
     # ------------------------------------------------------------------ requests
 

@@ -32,3 +32,19 @@ def test_new_items_take_their_share_of_the_list_in_score_order():
     assert ids.tolist() == [[1, 8, 9, 10]] * 2  # only three new items exist: the fourth place is the best other
     ids, _ = NewItemShare(model, first_new_item=2, share=0.25, num_items=10).recommend(batch, 4)
     assert ids.tolist() == [[1, 2, 3, 4]] * 2  # new items that outscore the others keep their places (at least 1)
+
+
+def test_a_share_outside_zero_to_one_is_refused_naming_the_key(tmp_path):
+    """eval.new_item_share (the protocol) and recommend/serve's (the Predictor, before it reads a model)."""
+    import pytest
+
+    from distrec.config import compose
+    from distrec.errors import ConfigError
+    from distrec.eval.protocol import EvalProtocol
+    from distrec.inference.predictor import Predictor
+
+    for share in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match=rf"eval.new_item_share={share} must be in \[0, 1\]"):
+            EvalProtocol.from_config(compose(["stage=evaluate", f"eval.new_item_share={share}"]))
+        with pytest.raises(ConfigError, match=rf"new_item_share={share} must be in \[0, 1\]"):
+            Predictor.load(tmp_path / "no_run_here", new_item_share=share)
