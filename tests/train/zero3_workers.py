@@ -1,6 +1,7 @@
 """What each rank of the ZeRO-3 tests runs (test_zero3.py): real DeepSpeed in a 2-process gloo group
 started with torch.multiprocessing. A module of its own so the spawned processes can import it."""
 
+import contextlib
 import functools
 import json
 import os
@@ -24,22 +25,33 @@ MODELS = {
 SIDS = {"rpg": "sids_long", "acerec": "sids_long"}  # the others: sids_rq (sasrec, hstu_retrieval: none)
 
 
-def join(rank: int, world: int, port: int) -> None:
+@contextlib.contextmanager
+def group(rank: int, world: int, port: int):
+    """This process as a rank of a gloo group, left together: a rank that exits while the other still
+    talks to it (or with gloo's threads alive) aborts with 'terminate called without an active exception'."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    yield  # on an error, no barrier: spawn reports it and ends the other rank
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
     """Every method built by a ZeRO-3 engine: partitioned from the start, and its consolidated weights
     equal to the same model built plainly with the same seed."""
+    with group(rank, world, port):
+        result = construct_all(rank, world, Path(root), out)
+    Path(out, f"construct-{rank}.json").write_text(json.dumps(result))
+
+
+def construct_all(rank: int, world: int, root: Path, out: str) -> dict:
     from distrec.data.dataset import load_prepared
     from distrec.models.recommender import Catalog, build_model
     from distrec.tokenize.sid_table import SIDTable
     from distrec.train.engine import make_engine, plan_batches
 
-    join(rank, world, port)
-    root, result = Path(root), {}
+    result = {}
     num_items = load_prepared(root / "data").num_items
     for name, overrides in MODELS.items():
         cfg = compose(["stage=train", "data=synthetic", "model.size=debug", "model.max_history=10", "engine=local",
@@ -61,7 +73,7 @@ def construct(rank: int, world: int, port: int, root: str, out: str) -> None:
             row["keys_equal"] = sorted(plain) == sorted(weights)
             row["unequal"] = [k for k in plain if k in weights and not torch.equal(plain[k].float(), weights[k])]
         result[name] = row
-    Path(out, f"construct-{rank}.json").write_text(json.dumps(result))
+    return result
 
 
 def write_weights_watched(engine, params, out: str, name: str) -> int:
@@ -124,12 +136,17 @@ def watch(make_model, seen: dict):
 
 def train_and_validate(rank: int, world: int, port: int, prepared: str, out: str, overrides: list) -> None:
     """The training loop (2 steps and a validation) under ZeRO-3, watching what each rank holds."""
+    with group(rank, world, port):
+        seen, summary = train_watched(prepared, out, overrides, rank, world)
+    Path(out, f"watch-{rank}.json").write_text(json.dumps({**seen, "valid_users": summary["valid"]["users"]}))
+
+
+def train_watched(prepared: str, out: str, overrides: list, rank: int, world: int):
     from distrec.data.batches import SequenceData
     from distrec.data.dataset import load_prepared
     from distrec.models.recommender import Catalog, build_model
     from distrec.train.loop import TrainJob, train_loop
 
-    join(rank, world, port)
     cfg = compose(["stage=train", "data=ml100k", f"paths.root={prepared}", "model.size=debug", "model.n_layers=4",
                    "model.dropout=0", "engine=local", "engine.zero_stage=3", "engine.precision=fp32",
                    "train.global_batch_size=32", "train.max_steps=2", "train.eval_every=2", "train.warmup_steps=0",
@@ -142,4 +159,4 @@ def train_and_validate(rank: int, world: int, port: int, prepared: str, out: str
                    train_dir=str(Path(out) / "train"))
     summary = train_loop(job, RankSession(Path(out) / "train", rank, world),
                          SequenceData.from_arrow(data.sequences))
-    Path(out, f"watch-{rank}.json").write_text(json.dumps({**seen, "valid_users": summary["valid"]["users"]}))
+    return seen, summary
