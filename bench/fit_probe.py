@@ -30,10 +30,10 @@ from distrec.data.batches import build_train_index, collate_train  # noqa: E402
 from distrec.data.dataset import load_prepared  # noqa: E402
 from distrec.models.recommender import Catalog, build_model  # noqa: E402
 from distrec.tokenize.sid_table import SIDTable  # noqa: E402
+from loss_parts import seeded_windows  # noqa: E402  (the same windows as bench/loss_parts.py for a seed)
 
 
-def probe(overrides: list[str], data, index, ids, catalog, args) -> list[dict]:
-    cfg = compose(["stage=train", *overrides, "model.dropout=0"])
+def probe(cfg, data, index, ids, catalog, args) -> list[dict]:
     torch.manual_seed(args.seed)
     model = build_model(cfg.model, cfg.method, catalog)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=0.0)
@@ -79,12 +79,11 @@ def main(argv=None) -> None:
         if not sep:
             parser.error(f"expected label=\"overrides\", got {spec!r}")
         overrides = shlex.split(overrides)
-        max_history = compose(["stage=train", *overrides]).model.max_history
-        index = build_train_index(data, max_history)
-        ids = np.random.default_rng(args.seed).choice(len(index.user_row), min(args.windows, len(index.user_row)),
-                                                      replace=False)
+        cfg = compose(["stage=train", *overrides, "model.dropout=0"])
+        index = build_train_index(data, cfg.model.max_history)
+        ids = seeded_windows(index, args.windows, args.seed)
         print(f"{label}: {' '.join(overrides)}", flush=True)
-        rows = probe(overrides, data, index, ids, catalog, args)
+        rows = probe(cfg, data, index, ids, catalog, args)
         results["runs"][label] = {"overrides": overrides, "curve": rows}
         results["settings"] = {k: v for k, v in vars(args).items() if k not in ("configs", "out")}
         if args.out:

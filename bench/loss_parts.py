@@ -26,6 +26,11 @@ from distrec.data.dataset import load_prepared  # noqa: E402
 from distrec.train.export import TrainedModel  # noqa: E402
 
 
+def seeded_windows(index, n: int, seed: int) -> np.ndarray:
+    """n distinct training windows of `index` (all of them if fewer), the same for the same seed."""
+    return np.random.default_rng(seed).choice(len(index.user_row), min(n, len(index.user_row)), replace=False)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="label=train_dir[:weights] (weights: best | last, default best)")
@@ -38,8 +43,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     data = load_prepared(args.data).sequence_data()
     index = build_train_index(data, args.max_history)
-    ids = np.random.default_rng(args.seed).choice(len(index.user_row), min(args.windows, len(index.user_row)),
-                                                  replace=False)
+    ids = seeded_windows(index, args.windows, args.seed)
     results = {}
     for spec in args.runs:
         label, sep, rest = spec.partition("=")
