@@ -16,8 +16,8 @@ loads each checkpoint's weights into the model composed from `experiment` and me
     python bench/merger_probe.py runs/acerec_beauty/train/checkpoints/step-1400/weights.safetensors \
         --data runs/rpg_beauty/data --sids runs/rpg_beauty/sids --out bench/results/merger_probe.json
 
-The merger's norms are read with `getattr`, so the script also measures checkpoints of the merger
-before it had them (commit 1945683 and earlier: run it with that commit's `distrec` on the path).
+The merger's norms (input LayerNorms, per-head query/key norms) are read with `getattr`, so the script
+also measures checkpoints of the merger before it had them (commit 1945683 and earlier: run it with that commit's `distrec` on the path).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def probe(model, items: torch.Tensor) -> dict:
     queries = merger.query_base + merger.query_offset(summary).view(-1, merger.k, summary.shape[-1])
     q = attn._heads(attn.q(getattr(merger, "norm_queries", nn.Identity())(queries)))
     k = attn._heads(attn.kv(memory).chunk(2, dim=-1)[0])
+    q, k = getattr(attn, "q_norm", nn.Identity())(q), getattr(attn, "k_norm", nn.Identity())(k)
     logits = q @ k.transpose(-1, -2) / math.sqrt(attn.head_dim)  # [N, heads, k, m]
     probs = logits.softmax(-1)
     latents = model.merger(tokens + model.sub_pos, summary)

@@ -57,9 +57,10 @@ def test_merger_shapes_and_gradients():
     assert model.token_emb.weight.grad.abs().sum() > 0
 
 
-def test_merger_attention_is_immune_to_the_scale_of_tokens_and_queries():
-    """The runaway seen on Beauty: the query path and the tokens grew until every head read one token.
-    Layer-normed queries and tokens make the merger blind to their scale."""
+def test_merger_attention_is_immune_to_the_scale_of_tokens_queries_and_projections():
+    """The runaway seen on Beauty: the query path, then (with layer-normed inputs) the attention's own
+    projections grew until every head read one token through a saturated softmax. Layer-normed inputs
+    and per-head query/key norms make the merger blind to all of those scales."""
     model = make().eval()
     tokens = model.item_tokens(torch.tensor([1, 2, 3])) + model.sub_pos
     summary = model.item_summary(tokens)
@@ -67,8 +68,12 @@ def test_merger_attention_is_immune_to_the_scale_of_tokens_and_queries():
 
     def scaled(c):  # tokens and the whole query path c times larger
         with torch.no_grad():
-            for p in (merger.query_base, merger.query_offset.weight, merger.query_offset.bias):
+            inner = merger.attn.n_heads * merger.attn.head_dim
+            for p in (merger.query_base, merger.query_offset.weight, merger.query_offset.bias,
+                      merger.attn.q.weight, merger.attn.q.bias):
                 p.mul_(c)
+            merger.attn.kv.weight[:inner].mul_(c)  # the keys' half
+            merger.attn.kv.bias[:inner].mul_(c)
         return merger(c * tokens, summary), merger.attention_entropy(c * tokens, summary)
 
     small, small_entropy = scaled(10.0)  # large enough that LayerNorm's epsilon plays no part

@@ -261,3 +261,26 @@ def test_attention_dropout_on_cpu_drops_probabilities_as_sdpa_does():
     v = torch.randn(1, 1, 250, 8, requires_grad=True)
     attend(q, k, v, allowed, dropout_p=p).sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (q, k, v))
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_qk_norm_makes_attention_blind_to_the_scale_of_its_query_and_key_projections(cross):
+    from distrec.models.blocks.attention import MultiHeadAttention
+
+    def scaled_output(qk_norm, c):
+        torch.manual_seed(0)
+        attn = MultiHeadAttention(16, 2, cross=cross, qk_norm=qk_norm)
+        with torch.no_grad():  # the query and key projections c times larger, the values untouched
+            for linear, rows in ((attn.q, 16), (attn.kv, 16)) if cross else ((attn.qkv, 32),):
+                linear.weight[:rows].mul_(c)
+                linear.bias[:rows].mul_(c)
+        x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(1))
+        memory = torch.randn(2, 7, 16, generator=torch.Generator().manual_seed(2)) if cross else None
+        return attn(x, memory=memory), attn.probabilities(x, memory)
+
+    out, probs = scaled_output(True, 10.0)  # large enough that LayerNorm's epsilon plays no part
+    big_out, big_probs = scaled_output(True, 1000.0)
+    torch.testing.assert_close(big_out, out, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(big_probs, probs, rtol=1e-3, atol=1e-5)
+    plain, plain_big = scaled_output(False, 1.0)[1], scaled_output(False, 50.0)[1]
+    assert (plain_big.max(-1).values.mean() > plain.max(-1).values.mean() + 0.2)  # sharper without the norms

@@ -67,10 +67,14 @@ def attend(q, k, v, mask=None, dropout_p=0.0, is_causal=False):
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention (fused QKV) or cross-attention (`memory` given; K/V cacheable as static)."""
+    """Self-attention (fused QKV) or cross-attention (`memory` given; K/V cacheable as static).
+
+    `qk_norm` layer-norms each head's queries and keys after projection (as ViT-22B does), without a
+    learned gain or bias, so a logit is at most sqrt(head_dim) in size: under Adam the projections can
+    otherwise grow until the softmax saturates and passes no gradient (ACERec's merger, docs/acerec.md)."""
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int | None = None, dropout: float = 0.0,
-                 bias: bool = True, cross: bool = False):
+                 bias: bool = True, cross: bool = False, qk_norm: bool = False):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = head_dim or d_model // n_heads
@@ -82,28 +86,41 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d_model, 3 * inner, bias=bias)
         self.out = nn.Linear(inner, d_model, bias=bias)
+        self.q_norm = nn.LayerNorm(self.head_dim, elementwise_affine=False) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim, elementwise_affine=False) if qk_norm else nn.Identity()
         self.dropout = dropout
 
     def _heads(self, x):  # [B,T,H*d] -> [B,H,T,d]
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
+    def _project(self, x, memory=None):
+        """q, k, v [B,H,T,d] (q and k normalised with qk_norm)."""
+        if self.cross:
+            q, (k, v) = self.q(x), self.kv(memory).chunk(2, dim=-1)
+        else:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return self.q_norm(self._heads(q)), self.k_norm(self._heads(k)), self._heads(v)
+
     def forward(self, x, mask=None, is_causal=False, cache=None, layer=0, memory=None):
         """mask: from `sdpa_mask` (bool or additive float); see `attend`."""
-        if self.cross:
-            q = self._heads(self.q(x))
-            names = (f"cross_k{layer}", f"cross_v{layer}")
-            if cache is not None and names[0] in cache.static:  # memory K/V computed once per generation
-                k, v = (cache.static[n] for n in names)
-            else:
-                k, v = (self._heads(t) for t in self.kv(memory).chunk(2, dim=-1))
-                if cache is not None:
-                    cache.static.update(zip(names, (k, v)))
+        names = (f"cross_k{layer}", f"cross_v{layer}")
+        if self.cross and cache is not None and names[0] in cache.static:  # memory K/V computed once per generation
+            q = self.q_norm(self._heads(self.q(x)))
+            k, v = (cache.static[n] for n in names)
         else:
-            q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
-            if cache is not None:
+            q, k, v = self._project(x, memory)
+            if cache is not None and self.cross:
+                cache.static.update(zip(names, (k, v)))
+            elif cache is not None:
                 k, v = cache.append(layer, k, v)
         p = self.dropout if self.training else 0.0
         h = attend(q, k, v, mask, p, is_causal)
         B, H, T, d = h.shape
         return self.out(h.transpose(1, 2).reshape(B, T, H * d))
+
+    @torch.no_grad()
+    def probabilities(self, x, memory=None):
+        """The attention weights [B, H, Tq, Tk] (no mask, no dropout): for diagnostics."""
+        q, k, _ = self._project(x, memory)
+        return ((q @ k.transpose(-1, -2)).float() * self.head_dim ** -0.5).softmax(-1)

@@ -56,7 +56,7 @@ class AttentiveTokenMerger(nn.Module):
         self.query_offset = nn.Linear(d, k * d)
         reinit(self.query_offset, small_linear)
         self.norm_queries, self.norm_tokens = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = MultiHeadAttention(d, n_heads, cross=True)
+        self.attn = MultiHeadAttention(d, n_heads, cross=True, qk_norm=True)
         self.out = nn.Sequential(nn.LayerNorm(d), Mlp(d, 2 * d, d))
 
     def queries(self, summary: torch.Tensor) -> torch.Tensor:
@@ -67,14 +67,10 @@ class AttentiveTokenMerger(nn.Module):
         merged = self.attn(self.norm_queries(self.queries(summary)), memory=self.norm_tokens(tokens))
         return merged + self.out(merged)
 
-    @torch.no_grad()
     def attention_entropy(self, tokens: torch.Tensor, summary: torch.Tensor) -> float:
         """Mean entropy (nats) of each head's attention over the m tokens: ln m when it reads them
         evenly, 0 when every head reads a single token."""
-        attn = self.attn
-        q = attn._heads(attn.q(self.norm_queries(self.queries(summary))))
-        k = attn._heads(attn.kv(self.norm_tokens(tokens)).chunk(2, dim=-1)[0])
-        probs = (q.float() @ k.float().transpose(-1, -2) / math.sqrt(attn.head_dim)).softmax(-1)
+        probs = self.attn.probabilities(self.norm_queries(self.queries(summary)), memory=self.norm_tokens(tokens))
         return float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
 
 
@@ -132,7 +128,7 @@ class ReconDecoder(nn.Module):
         super().__init__()
         self.queries = nn.Parameter(torch.randn(m, d) * 0.02)
         self.norm_queries, self.norm_latents = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = MultiHeadAttention(d, n_heads, cross=True)
+        self.attn = MultiHeadAttention(d, n_heads, cross=True, qk_norm=True)
         self.mlp = nn.Sequential(nn.LayerNorm(d), Mlp(d, 2 * d, d))
         self.out = nn.Linear(d, d)
 
