@@ -44,10 +44,12 @@ class AttentiveTokenMerger(nn.Module):
     """k content-adaptive queries (learned base + offsets from the item summary) cross-attend to the
     item's m position-tagged token embeddings; an MLP with LayerNorm shapes the k latents.
 
-    Perceiver-style, the queries and the tokens are layer-normed before they meet. Without that, the
-    query path (summary MLP -> offsets -> projection) grew to norms of ~1e5 on Beauty within 1,400
-    steps: every head read a single token of every item, and the softmax, saturated, passed no
-    gradient to change which (docs/acerec.md, "The merger's attention")."""
+    Perceiver-style, the queries and the tokens are layer-normed before they meet, and each head's
+    queries and keys after projection (QK-norm). Without either, the query path (summary MLP ->
+    offsets -> projection) grew to norms of ~1e5 on Beauty within 1,400 steps; with the first alone,
+    the projections ran away instead. Either way every head came to read a single token of every item
+    through a saturated softmax that passed no gradient to change which (docs/acerec.md, "The merger's
+    attention")."""
 
     def __init__(self, d: int, m: int, k: int, n_heads: int):
         super().__init__()
