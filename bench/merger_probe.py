@@ -11,7 +11,11 @@ loads each checkpoint's weights into the model composed from `experiment` and me
 - query_norm: mean norm of the queries entering the attention's projection;
 - logit_spread: mean (max - min) of a head's attention logits over the m tokens;
 - latent_cos_items: mean cosine between two different items' first latent (1 = item-blind);
-- recon_fidelity: mean cosine of the reconstructed token embeddings to the real ones (v2 decoder).
+- latent_norm, summary_norm, token_norm: mean norms of the latents, the item summaries, the tokens;
+- recon_fidelity: mean cosine of the reconstructed token embeddings to the real ones (v2 decoder);
+- last_item_overlap: on seeded training windows of at least 4 history items, the share of the top 10
+  that the model's top 10 from the last history item alone has in common with the full history's
+  (1 = the history before the last item changes nothing).
 
     python bench/merger_probe.py runs/acerec_beauty/train/checkpoints/step-1400/weights.safetensors \
         --data runs/rpg_beauty/data --sids runs/rpg_beauty/sids --out bench/results/merger_probe.json
@@ -35,10 +39,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distrec.config import compose  # noqa: E402
+from distrec.data.batches import build_train_index, collate_train  # noqa: E402
 from distrec.data.dataset import load_prepared  # noqa: E402
 from distrec.models.recommender import Catalog, build_model  # noqa: E402
 from distrec.tokenize.sid_table import SIDTable  # noqa: E402
 from distrec.train.weights import read_weights  # noqa: E402
+from loss_parts import seeded_windows  # noqa: E402  (the windows bench/loss_parts.py scores, for a seed)
 
 
 @torch.no_grad()
@@ -61,10 +67,19 @@ def probe(model, items: torch.Tensor) -> dict:
            "max_prob": probs.max(-1).values.mean(),
            "query_norm": queries.norm(dim=-1).mean(),
            "logit_spread": (logits.max(-1).values - logits.min(-1).values).mean(),
-           "latent_cos_items": (first @ first.T)[off_diagonal].mean()}
+           "latent_cos_items": (first @ first.T)[off_diagonal].mean(),
+           "latent_norm": latents.norm(dim=-1).mean(), "summary_norm": summary.norm(dim=-1).mean(),
+           "token_norm": tokens.norm(dim=-1).mean()}
     if model.recon is not None:
         out["recon_fidelity"] = F.cosine_similarity(model.recon(latents), tokens, dim=-1).mean()
     return {key: round(float(value), 4) for key, value in out.items()}
+
+
+@torch.no_grad()
+def last_item_overlap(model, histories: torch.Tensor) -> float:
+    full, _ = model.recommend({"input_ids": histories}, 10)
+    last, _ = model.recommend({"input_ids": histories[:, -1:]}, 10)
+    return round(sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(full, last)) / full.numel(), 4)
 
 
 def main(argv=None) -> None:
@@ -74,6 +89,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sids", required=True, help="their SID table")
     parser.add_argument("--experiment", default="acerec_beauty")
     parser.add_argument("--items", type=int, default=2000, help="the first N catalog items are probed")
+    parser.add_argument("--windows", type=int, default=512, help="seeded training windows drawn for last_item_overlap")
     parser.add_argument("--out", type=Path, default=None, help="JSON of the results (merged into an existing file)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
@@ -81,13 +97,18 @@ def main(argv=None) -> None:
     catalog = Catalog(prepared.num_items, SIDTable.load(args.sids), prepared.item_counts())
     cfg = compose(["stage=train", f"experiment={args.experiment}"])
     items = torch.arange(1, min(args.items, prepared.num_items) + 1)
+    data = prepared.sequence_data()
+    index = build_train_index(data, cfg.model.max_history)
+    histories = collate_train(data, index, seeded_windows(index, args.windows, 0), cfg.model.max_history)["input_ids"]
+    histories = histories[(histories > 0).sum(1) >= 4]
     results = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
     for spec in args.weights:
         model = build_model(cfg.model, cfg.method, catalog)
         if spec != "init":
             state = read_weights(Path(spec), "checkpoint weights", "pass a checkpoint's weights.safetensors")
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-        results[spec] = probe(model.eval(), items)
+        results[spec] = {**probe(model.eval(), items), "last_item_overlap": last_item_overlap(model, histories),
+                         "windows": len(histories)}
         print(spec, json.dumps(results[spec]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
