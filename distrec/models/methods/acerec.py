@@ -182,11 +182,6 @@ class ACERec(Recommender):
         self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
         self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)
         self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
-        # Each slot's content (latent or intent) is layer-normed before the slot and position embeddings
-        # are added. Nothing else bounds the scale of the latents and the summary (all their readers
-        # normalise them): on Beauty the latents' norm grew from 5 to ~2,300 in 500 steps, drowning
-        # the position and slot embeddings in the residual stream.
-        self.norm_slots = nn.LayerNorm(d_model)
         self.slot_emb = nn.Parameter(torch.randn(k + (intent != "none"), d_model) * 0.02)
         self.backbone = backbone
         self.heads = DigitHeads(self.m, d_model)
@@ -243,7 +238,7 @@ class ACERec(Recommender):
             slots.append(summary[inverse].unsqueeze(1))
         elif self.intent == "static":
             slots.append(self.static_intent.expand(inverse.shape[0], 1, -1))
-        blocks = self.norm_slots(torch.cat(slots, dim=1)) + self.slot_emb  # [B*L, width, d]
+        blocks = torch.cat(slots, dim=1) + self.slot_emb  # [B*L, width, d]
         width = blocks.shape[1]
         x = blocks.view(B, L * width, self.d)
         pad = (input_ids == PAD).repeat_interleave(width, dim=1)
