@@ -104,16 +104,19 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x, mask=None, is_causal=False, cache=None, layer=0, memory=None):
         """mask: from `sdpa_mask` (bool or additive float); see `attend`."""
-        names = (f"cross_k{layer}", f"cross_v{layer}")
-        if self.cross and cache is not None and names[0] in cache.static:  # memory K/V computed once per generation
-            q = self.q_norm(self._heads(self.q(x)))
-            k, v = (cache.static[n] for n in names)
-        else:
-            q, k, v = self._project(x, memory)
-            if cache is not None and self.cross:
-                cache.static.update(zip(names, (k, v)))
-            elif cache is not None:
+        if not self.cross:
+            q, k, v = self._project(x)
+            if cache is not None:
                 k, v = cache.append(layer, k, v)
+        else:
+            names = (f"cross_k{layer}", f"cross_v{layer}")
+            if cache is not None and names[0] in cache.static:  # memory K/V computed once per generation
+                q = self.q_norm(self._heads(self.q(x)))
+                k, v = (cache.static[n] for n in names)
+            else:
+                q, k, v = self._project(x, memory)
+                if cache is not None:
+                    cache.static.update(zip(names, (k, v)))
         p = self.dropout if self.training else 0.0
         h = attend(q, k, v, mask, p, is_causal)
         B, H, T, d = h.shape
