@@ -15,7 +15,12 @@ loads each checkpoint's weights into the model composed from `experiment` and me
 - recon_fidelity: mean cosine of the reconstructed token embeddings to the real ones (v2 decoder);
 - last_item_overlap: on seeded training windows of at least 4 history items, the share of the top 10
   that the model's top 10 from the last history item alone has in common with the full history's
-  (1 = the history before the last item changes nothing).
+  (1 = the history before the last item changes nothing);
+- next_item_ce / ce_last_item_only / ce_no_positions: on the same windows, the per-digit cross-entropy
+  of the next item's codes from the full history, from the last history item alone, and from the full
+  history with the backbone's position embeddings zeroed (equal to next_item_ce = order unused);
+- input_share: at the prediction anchor, the norm of the backbone's input (slot content + embeddings)
+  over the norm of the residual stream it ends as (near 1 = the blocks add little to the item itself).
 
     python bench/merger_probe.py runs/acerec_beauty/train/checkpoints/step-1400/weights.safetensors \
         --data runs/rpg_beauty/data --sids runs/rpg_beauty/sids --out bench/results/merger_probe.json
@@ -76,6 +81,36 @@ def probe(model, items: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
+def next_item_ce(model, histories: torch.Tensor, targets: torch.Tensor) -> float:
+    """Per-digit cross-entropy of the targets' codes after each history (its last position)."""
+    logprobs = model.digit_logprobs({"input_ids": histories}).float()
+    return round(-float(logprobs.gather(-1, model.sid.codes[targets].unsqueeze(-1)).mean()), 4)
+
+
+@torch.no_grad()
+def history_use(model, histories: torch.Tensor, targets: torch.Tensor) -> dict:
+    """How much the model's next-item prediction reads the history before the last item, its order,
+    and how much the backbone's blocks add to the anchor's own input."""
+    last_only = torch.zeros_like(histories)
+    last_only[:, -1] = histories[:, -1]
+    out = {"next_item_ce": next_item_ce(model, histories, targets),
+           "ce_last_item_only": next_item_ce(model, last_only, targets)}
+    positions = model.backbone.pos.weight
+    saved = positions.detach().clone()
+    positions.data.zero_()
+    out["ce_no_positions"] = next_item_ce(model, histories, targets)
+    positions.data.copy_(saved)
+    seen = {}
+    hooks = [model.backbone.register_forward_pre_hook(lambda _, args: seen.__setitem__("input", args[0])),
+             model.backbone.ln_out.register_forward_pre_hook(lambda _, args: seen.__setitem__("stream", args[0]))]
+    model.digit_logprobs({"input_ids": histories})
+    for hook in hooks:
+        hook.remove()
+    out["input_share"] = round(float((seen["input"][:, -1].norm(dim=-1) / seen["stream"][:, -1].norm(dim=-1)).mean()), 4)
+    return out
+
+
+@torch.no_grad()
 def last_item_overlap(model, histories: torch.Tensor) -> float:
     full, _ = model.recommend({"input_ids": histories}, 10)
     last, _ = model.recommend({"input_ids": histories[:, -1:]}, 10)
@@ -99,8 +134,9 @@ def main(argv=None) -> None:
     items = torch.arange(1, min(args.items, prepared.num_items) + 1)
     data = prepared.sequence_data()
     index = build_train_index(data, cfg.model.max_history)
-    histories = collate_train(data, index, seeded_windows(index, args.windows, 0), cfg.model.max_history)["input_ids"]
-    histories = histories[(histories > 0).sum(1) >= 4]
+    windows = collate_train(data, index, seeded_windows(index, args.windows, 0), cfg.model.max_history)
+    long_enough = (windows["input_ids"] > 0).sum(1) >= 4
+    histories, targets = windows["input_ids"][long_enough], windows["target_ids"][long_enough, -1]
     results = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
     for spec in args.weights:
         model = build_model(cfg.model, cfg.method, catalog)
@@ -108,7 +144,7 @@ def main(argv=None) -> None:
             state = read_weights(Path(spec), "checkpoint weights", "pass a checkpoint's weights.safetensors")
             model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
         results[spec] = {**probe(model.eval(), items), "last_item_overlap": last_item_overlap(model, histories),
-                         "windows": len(histories)}
+                         **history_use(model, histories, targets), "windows": len(histories)}
         print(spec, json.dumps(results[spec]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))

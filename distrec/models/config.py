@@ -92,6 +92,12 @@ class AceRecConfig:
     isa_weight: float = 0.1  # lambda; 0 turns ISA off
     recon_weight: float = 0.03  # alpha (v2); 0 turns the reconstruction decoder off (v1)
     loss_positions: LossPositions = LossPositions.all
+    # The backbone set up as RPG's GPT-2 (ACERec's is "aligned with RPG"; model.backbone=transformer):
+    # GPT-2's initialisation, and its dropouts on the slot contents entering the backbone (embd_pdrop)
+    # and on attention probabilities (attn_pdrop); null = model.dropout. RPG's released values: true, 0.5, 0.5.
+    gpt2_init: bool = False
+    embd_dropout: Optional[float] = None
+    attn_dropout: Optional[float] = None
 
 
 @dataclass

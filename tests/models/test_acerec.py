@@ -214,3 +214,30 @@ def test_code_usage_shows_predictions_that_ignore_the_history():
     collapsed = model.code_usage()
     assert collapsed["paths"] == collapsed["codes_min"] == 1 and collapsed["codes_mean"] == 1.0
     assert model.code_usage(probe=10)["items"] == 10
+
+
+def test_backbone_can_be_set_up_as_rpgs_gpt2():
+    """method.acerec.gpt2_init / embd_dropout / attn_dropout give the backbone RPG's GPT-2 set-up;
+    unset, it keeps model.dropout everywhere and its own initialisation; other backbones refuse them."""
+    from distrec.config import compose
+    from distrec.errors import ConfigError
+    from distrec.models.recommender import Catalog, build_model
+
+    codes = np.random.default_rng(0).integers(0, CODEBOOK, (N_ITEMS, M_DIGITS))
+    table = SIDTable.from_codes(np.arange(1, N_ITEMS + 1), codes, [CODEBOOK] * M_DIGITS)
+
+    def build(*overrides):
+        cfg = compose(["method=acerec", "model=transformer", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
+                       "model.d_ff=64", "model.dropout=0.1", "model.max_history=6", "method.acerec.k=2", *overrides])
+        return build_model(cfg.model, cfg.method, Catalog(table.num_items, table))
+
+    plain = build().backbone
+    assert plain.drop.p == 0.1 and plain.blocks[0].attn.dropout == 0.1
+    gpt2 = build("method.acerec.gpt2_init=true", "method.acerec.embd_dropout=0.5", "method.acerec.attn_dropout=0.4").backbone
+    assert gpt2.drop.p == 0.5 and all(block.attn.dropout == 0.4 for block in gpt2.blocks)
+    assert gpt2.blocks[0].drop.p == 0.1  # residual dropout stays model.dropout
+    assert abs(float(gpt2.blocks[0].attn.qkv.weight.detach().std()) - 0.02) < 0.002
+    assert abs(float(gpt2.blocks[1].ff[2].weight.detach().std()) - 0.01) < 0.001  # 0.02 / sqrt(2 n_layers)
+    assert abs(float(plain.blocks[0].attn.qkv.weight.detach().std()) - 0.02) > 0.002
+    with pytest.raises(ConfigError, match="model.backbone=transformer"):
+        build("model=hstu", "model.d_model=32", "model.n_heads=2", "method.acerec.embd_dropout=0.5")

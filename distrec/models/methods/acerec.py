@@ -27,7 +27,7 @@ from distrec.errors import ConfigError
 from distrec.models.backbones import build_backbone
 from distrec.models.blocks.attention import MultiHeadAttention
 from distrec.models.blocks.init import reinit, small_linear
-from distrec.models.methods.rpg import DigitHeads
+from distrec.models.methods.rpg import DigitHeads, gpt2_dropouts, gpt2_init
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
 from distrec.models.config import Intent, LossPositions, Merger
 from distrec.models.presets import resolve_dims
@@ -203,6 +203,14 @@ class ACERec(Recommender):
         a = method_cfg.acerec
         width = a.k + (a.intent != "none")
         backbone = build_backbone(model_cfg, max_len=dims.max_history * width)
+        if a.gpt2_init or a.embd_dropout is not None or a.attn_dropout is not None:
+            if dims.backbone != "transformer":
+                raise ConfigError("method.acerec.gpt2_init / embd_dropout / attn_dropout set up RPG's GPT-2: "
+                                  f"they need model.backbone=transformer (got '{dims.backbone}')")
+            if a.gpt2_init:
+                gpt2_init(backbone)
+            gpt2_dropouts(backbone, dims.dropout if a.embd_dropout is None else a.embd_dropout,
+                          dims.dropout if a.attn_dropout is None else a.attn_dropout)
         return cls(catalog.sid_table, backbone, dims.d_model, dims.n_heads,
                    k=a.k, merger=a.merger, intent=a.intent, gamma=a.gamma, tau=a.tau, beta=a.beta,
                    isa_weight=a.isa_weight, recon_weight=a.recon_weight, item_counts=catalog.item_counts,

@@ -54,6 +54,15 @@ def gpt2_init(backbone: nn.Module) -> None:
             reinit(proj, lambda m: nn.init.normal_(m.weight, std=0.02 / math.sqrt(2 * len(backbone.blocks))))
 
 
+def gpt2_dropouts(backbone: nn.Module, embd_dropout: float, attn_dropout: float) -> None:
+    """GPT-2's two other dropouts on a TransformerDecoder (its residual dropout is `model.dropout`):
+    embd_pdrop on the backbone's input (item + position embeddings), attn_pdrop on attention
+    probabilities."""
+    backbone.drop.p = embd_dropout
+    for block in backbone.blocks:
+        block.attn.dropout = attn_dropout
+
+
 class RPG(Recommender):
     name = "rpg"
     auto_decoding = "holistic"
@@ -86,11 +95,7 @@ class RPG(Recommender):
         if dims.backbone != "transformer":
             raise ConfigError(f"method=rpg runs on model.backbone=transformer (got '{dims.backbone}')")
         backbone = build_backbone(dims)
-        # GPT-2's three dropouts: embd_pdrop on item + position embeddings (the backbone's input
-        # dropout), attn_pdrop on attention probabilities, resid_pdrop (model.dropout) on the blocks
-        backbone.drop.p = method_cfg.rpg.embd_dropout
-        for block in backbone.blocks:
-            block.attn.dropout = method_cfg.rpg.attn_dropout
+        gpt2_dropouts(backbone, method_cfg.rpg.embd_dropout, method_cfg.rpg.attn_dropout)
         return cls(catalog.sid_table, backbone, dims.d_model, dims.max_history, method_cfg.temperature,
                    method_cfg.decoding, method_cfg.rpg.graph_edges, method_cfg.rpg.graph_beams,
                    method_cfg.rpg.graph_steps)
