@@ -91,22 +91,21 @@ def next_item_ce(model, histories: torch.Tensor, targets: torch.Tensor) -> float
 def history_use(model, histories: torch.Tensor, targets: torch.Tensor) -> dict:
     """How much the model's next-item prediction reads the history before the last item, its order,
     and how much the backbone's blocks add to the anchor's own input."""
+    seen = {}  # the backbone's input and final residual stream, caught during the full-history pass
+    hooks = [model.backbone.register_forward_pre_hook(lambda _, args: seen.__setitem__("input", args[0])),
+             model.backbone.ln_out.register_forward_pre_hook(lambda _, args: seen.__setitem__("stream", args[0]))]
+    out = {"next_item_ce": next_item_ce(model, histories, targets)}
+    for hook in hooks:
+        hook.remove()
+    out["input_share"] = round(float((seen["input"][:, -1].norm(dim=-1) / seen["stream"][:, -1].norm(dim=-1)).mean()), 4)
     last_only = torch.zeros_like(histories)
     last_only[:, -1] = histories[:, -1]
-    out = {"next_item_ce": next_item_ce(model, histories, targets),
-           "ce_last_item_only": next_item_ce(model, last_only, targets)}
+    out["ce_last_item_only"] = next_item_ce(model, last_only, targets)
     positions = model.backbone.pos.weight
     saved = positions.detach().clone()
     positions.data.zero_()
     out["ce_no_positions"] = next_item_ce(model, histories, targets)
     positions.data.copy_(saved)
-    seen = {}
-    hooks = [model.backbone.register_forward_pre_hook(lambda _, args: seen.__setitem__("input", args[0])),
-             model.backbone.ln_out.register_forward_pre_hook(lambda _, args: seen.__setitem__("stream", args[0]))]
-    model.digit_logprobs({"input_ids": histories})
-    for hook in hooks:
-        hook.remove()
-    out["input_share"] = round(float((seen["input"][:, -1].norm(dim=-1) / seen["stream"][:, -1].norm(dim=-1)).mean()), 4)
     return out
 
 

@@ -13,10 +13,14 @@ from distrec.tokenize.sid_table import SIDTable
 N_ITEMS, M_DIGITS, CODEBOOK, D, K = 40, 8, 16, 32, 2
 
 
+def sid_table():
+    codes = np.random.default_rng(0).integers(0, CODEBOOK, (N_ITEMS, M_DIGITS))
+    return SIDTable.from_codes(np.arange(1, N_ITEMS + 1), codes, [CODEBOOK] * M_DIGITS)
+
+
 def make(**kw):
     torch.manual_seed(0)
-    codes = np.random.default_rng(0).integers(0, CODEBOOK, (N_ITEMS, M_DIGITS))
-    table = SIDTable.from_codes(np.arange(1, N_ITEMS + 1), codes, [CODEBOOK] * M_DIGITS)
+    table = sid_table()
     width = K + (kw.get("intent", "summary") != "none")
     backbone = TransformerDecoder(D, 1, 2, 64, 0.0, max_len=6 * width)
     counts = torch.arange(N_ITEMS + 1, dtype=torch.float)
@@ -223,8 +227,7 @@ def test_backbone_can_be_set_up_as_rpgs_gpt2():
     from distrec.errors import ConfigError
     from distrec.models.recommender import Catalog, build_model
 
-    codes = np.random.default_rng(0).integers(0, CODEBOOK, (N_ITEMS, M_DIGITS))
-    table = SIDTable.from_codes(np.arange(1, N_ITEMS + 1), codes, [CODEBOOK] * M_DIGITS)
+    table = sid_table()
 
     def build(*overrides):
         cfg = compose(["method=acerec", "model=transformer", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
