@@ -114,7 +114,8 @@ def summary_table(s: dict) -> str:
         ("params", f"{s.get('model', {}).get('params', 0):,} "
                    f"({s.get('model', {}).get('non_embedding_params', 0):,} non-embedding)"),
         ("backbone train FLOPs/token", f"{s.get('model', {}).get('train_flops_per_token', 0):.3g}"),
-        ("final train loss", f"{s['final_loss']:.4f}"),
+        ("final train loss", f"{s['final_loss']:.4f}" if s.get("final_loss") is not None
+                             else "- (no step ran in this attempt: resumed at its last step)"),
         (f"best valid {metric}", f"{s.get(f'best_val_{metric}'):.4f} at step {s.get('best_step')}"
                                  if s.get("best_step") is not None else "- (no validation: the last step is the result)"),
         ("samples/s", f"{s['samples_per_s']:.1f}" if s.get("samples_per_s") else "-"),

@@ -267,7 +267,7 @@ def train_loop(job: TrainJob, session, data: SequenceData) -> dict:
             chosen = sampler.micro_batches(step)
         return [(collate_train(data, index, ids, cfg.model.max_history), w) for ids, w in chosen]
 
-    last_loss, first_step = float("nan"), state["step"]
+    last_loss, first_step = None, state["step"]  # None: no step ran in this attempt (resumed at the end)
     # the loss's parts the model reports (a class attribute: the same list, so the same tensor, on every rank)
     terms = list(getattr(engine.model, "loss_terms", ()))
     clock = Clock(first_step, total_steps)

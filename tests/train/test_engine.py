@@ -51,6 +51,20 @@ def test_stopped_and_resumed_run_ends_like_an_uninterrupted_one(runs, prepared):
     assert all(torch.equal(weights[k], again[k]) for k in weights)
 
 
+def test_a_copied_checkpoint_is_finalised_into_its_own_model(runs, prepared, tmp_path):
+    """Testing a snapshot of a long run: copy one checkpoint, "train" to its step; no step runs, the
+    weights are exported as they were, and the summary says so instead of a NaN loss."""
+    from distrec.stages.train import summary_table
+
+    out, _, _ = runs
+    snapshot = dict(complete_checkpoints(out / "ds" / "checkpoints"))[8]
+    shutil.copytree(snapshot, tmp_path / "checkpoints" / snapshot.name)
+    summary = train(prepared, tmp_path, "engine=local", "train.max_steps=8")
+    assert summary["steps"] == 8 and summary["final_loss"] is None
+    assert "no step ran in this attempt" in summary_table(summary)
+    assert (tmp_path / "weights" / "last.safetensors").exists()
+
+
 def logged(train_dir):
     """Everything logged but the timings."""
     drop = ("samples_per_s", "tokens_per_s", "train_seconds")
