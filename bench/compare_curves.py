@@ -9,7 +9,8 @@ excluded), so runs trained in several sessions line up on one time axis.
         --out bench/results/beauty_wallclock.png
 
 Writes the PNG and, beside it, a JSON with the plotted points and each run's best value within
-the shortest run's budget (the fair comparison at equal wall clock).
+the shortest run's budget (the fair comparison at equal wall clock). A run whose directory is gone can
+be taken from such a JSON: `rpg=bench/results/beauty_wallclock.json:rpg` (its metric and x must match).
 """
 
 from __future__ import annotations
@@ -37,9 +38,20 @@ def validation_points(train_dir: Path, metric: str, x: str) -> list[tuple[float,
     return [(float(r[x]), float(r[metric])) for r in valid]
 
 
+def saved_points(spec: str, metric: str, x: str) -> list[tuple[float, float]]:
+    """The points of one curve in an earlier output of this script (`file.json:label`)."""
+    path, _, label = spec.rpartition(":")
+    saved = json.loads(Path(path).read_text())
+    if (saved.get("metric"), saved.get("x")) != (metric, x):
+        sys.exit(f"{path}: plots {saved.get('metric')} against {saved.get('x')}, not {metric} against {x}")
+    if label not in saved.get("points", {}):
+        sys.exit(f"{path}: no curve {label!r}; it has {sorted(saved.get('points', {}))}")
+    return [tuple(p) for p in saved["points"][label]]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="label=train_dir")
+    parser.add_argument("runs", nargs="+", help="label=train_dir, or label=earlier_output.json:label")
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--x", default="train_seconds", choices=["train_seconds", "step"])
     parser.add_argument("--out", type=Path, required=True, help="PNG path; the JSON goes beside it")
@@ -49,7 +61,8 @@ def main(argv=None) -> None:
         label, sep, directory = spec.partition("=")
         if not sep:
             parser.error(f"expected label=train_dir, got {spec!r}")
-        runs[label] = validation_points(Path(directory), args.metric, args.x)
+        runs[label] = (saved_points(directory, args.metric, args.x) if ".json:" in directory
+                       else validation_points(Path(directory), args.metric, args.x))
 
     budget = min(points[-1][0] for points in runs.values())  # the shortest run's last point
     fig, ax = pyplot().subplots(figsize=(6.4, 4.4))
@@ -62,11 +75,13 @@ def main(argv=None) -> None:
     ax.legend(fontsize=8)
     save_figure(fig, args.out)
     summary = {"metric": args.metric, "x": args.x, "budget": budget,
-               "best_within_budget": {label: max(y for x, y in points if x <= budget) for label, points in runs.items()},
+               "best_within_budget": {label: max((y for x, y in points if x <= budget), default=None)
+                                      for label, points in runs.items()},  # None: its first point is past it
                "points": runs}
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     for label, best in summary["best_within_budget"].items():
-        print(f"{label:>12}  best valid {args.metric} within {budget:.0f} {args.x}: {best:.4f}")
+        shown = f"{best:.4f}" if best is not None else "- (no validation within it)"
+        print(f"{label:>12}  best valid {args.metric} within {budget:.0f} {args.x}: {shown}")
     print(f"compare_curves: {args.out} and {args.out.with_suffix('.json')}")
 
 
