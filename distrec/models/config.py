@@ -98,6 +98,10 @@ class AceRecConfig:
     gpt2_init: bool = False
     embd_dropout: Optional[float] = None
     attn_dropout: Optional[float] = None
+    # dropout on an item's m token embeddings as they enter the summary and the merger (training only;
+    # the reconstruction target and ISA's target summaries stay undropped). Not in the sources: a
+    # regulariser of the item encoder, which nothing else drops (docs/acerec.md).
+    token_dropout: float = 0.0
 
 
 @dataclass

@@ -244,3 +244,24 @@ def test_backbone_can_be_set_up_as_rpgs_gpt2():
     assert abs(float(plain.blocks[0].attn.qkv.weight.detach().std()) - 0.02) > 0.002
     with pytest.raises(ConfigError, match="model.backbone=transformer"):
         build("model=hstu", "model.d_model=32", "model.n_heads=2", "method.acerec.embd_dropout=0.5")
+
+
+def test_token_dropout_acts_on_what_the_item_encoder_reads_in_training_only():
+    """method.acerec.token_dropout drops token embeddings before summary and merger while training;
+    the returned tokens (the reconstruction target) stay whole, and evaluation is deterministic."""
+    from distrec.config import compose
+
+    assert compose(["method=acerec"]).method.acerec.token_dropout == 0.0  # off unless asked for
+    model = make(token_dropout=0.5)
+    items = torch.arange(1, 9)
+    model.train()
+    tokens, s1, z1 = model.encode_items(items)
+    _, s2, z2 = model.encode_items(items)
+    assert torch.equal(tokens, model.item_tokens(items))  # the recon target is undropped
+    assert not torch.allclose(s1, s2) and not torch.allclose(z1, z2)  # a new mask per pass
+    model.eval()
+    _, e1, l1 = model.encode_items(items)
+    _, e2, l2 = model.encode_items(items)
+    assert torch.equal(e1, e2) and torch.equal(l1, l2)
+    whole = make()  # the same seed, no dropout: eval mode equals it
+    assert torch.allclose(e1, whole.eval().encode_items(items)[1])

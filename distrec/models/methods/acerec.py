@@ -164,7 +164,7 @@ class ACERec(Recommender):
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, n_heads: int,
                  k: int = 4, merger: str = "atm", intent: str = "summary", gamma: float = 0.03,
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
-                 item_counts=None, loss_positions: str = "all", score_chunk: int = 8192):
+                 item_counts=None, loss_positions: str = "all", score_chunk: int = 8192, token_dropout: float = 0.0):
         super().__init__()
         merger, intent, loss_positions = Merger(merger), Intent(intent), LossPositions(loss_positions)
         if len(set(sid_table.codebook_sizes)) != 1:
@@ -179,6 +179,7 @@ class ACERec(Recommender):
         self.token_emb = nn.Embedding(self.sid.vocab_size, d_model, padding_idx=PAD)  # digit d code c: offsets[d] + c
         reinit(self.token_emb, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.sub_pos = nn.Parameter(torch.randn(self.m, d_model) * 0.02)
+        self.token_drop = nn.Dropout(token_dropout)
         self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
         self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)
         self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
@@ -214,7 +215,7 @@ class ACERec(Recommender):
         return cls(catalog.sid_table, backbone, dims.d_model, dims.n_heads,
                    k=a.k, merger=a.merger, intent=a.intent, gamma=a.gamma, tau=a.tau, beta=a.beta,
                    isa_weight=a.isa_weight, recon_weight=a.recon_weight, item_counts=catalog.item_counts,
-                   loss_positions=a.loss_positions)
+                   loss_positions=a.loss_positions, token_dropout=a.token_dropout)
 
     def item_tokens(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings of items [..., m, d] (each digit has its own codes)."""
@@ -224,10 +225,12 @@ class ACERec(Recommender):
         return self.summary(tokens.mean(-2))
 
     def encode_items(self, item_ids: torch.Tensor):
-        """item ids [N] -> (tokens [N, m, d], summary [N, d], latents [N, k, d])."""
+        """item ids [N] -> (tokens [N, m, d], summary [N, d], latents [N, k, d]). The tokens returned are
+        undropped (the reconstruction target); summary and merger read them through `token_drop`."""
         tokens = self.item_tokens(item_ids)
-        summary = self.item_summary(tokens)
-        latents = self.merger(tokens + self.sub_pos, summary)
+        seen = self.token_drop(tokens)
+        summary = self.item_summary(seen)
+        latents = self.merger(seen + self.sub_pos, summary)
         return tokens, summary, latents
 
     def user_states(self, input_ids: torch.Tensor, timestamps=None):
@@ -236,7 +239,8 @@ class ACERec(Recommender):
 
         Each distinct item (padding included) goes through the merger once: a batch of short,
         left-padded histories repeats items and padding many times, and the merger is a function
-        of the item alone (no dropout), so this is the same computation, gradients included.
+        of the item alone, so this is the same computation, gradients included (with
+        `token_dropout`, one dropout mask per distinct item per batch instead of per occurrence).
         """
         B, L = input_ids.shape
         items, inverse = torch.unique(input_ids.reshape(-1), return_inverse=True)
