@@ -19,7 +19,7 @@ def train_dir(root, name, points):
     return d
 
 
-def test_best_within_the_shortest_budget_and_replot_from_the_saved_curves(tmp_path, capsys):
+def test_best_within_the_shortest_budget_and_replot_from_the_saved_curves(tmp_path):
     from compare_curves import main
 
     slow = train_dir(tmp_path, "slow", [(100, 0.01), (200, 0.02), (400, 0.05)])

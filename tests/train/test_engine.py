@@ -62,7 +62,8 @@ def test_a_copied_checkpoint_is_finalised_into_its_own_model(runs, prepared, tmp
     summary = train(prepared, tmp_path, "engine=local", "train.max_steps=8")
     assert summary["steps"] == 8 and summary["final_loss"] is None
     assert "no step ran in this attempt" in summary_table(summary)
-    assert (tmp_path / "weights" / "last.safetensors").exists()
+    exported, saved = load_file(tmp_path / "weights" / "last.safetensors"), load_file(snapshot / "weights.safetensors")
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
 
 
 def logged(train_dir):
