@@ -42,16 +42,22 @@ def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# model keys that change how a model is computed, not what it computes: a run may resume with another value
-HOW_NOT_WHAT = ("activation_checkpointing",)
+# keys (at any depth of the model and method configs) that change how a model is computed or trained, not
+# what it computes once trained: a run may resume with another value (a branch with more dropout, say)
+HOW_NOT_WHAT = {"activation_checkpointing", "dropout", "embd_dropout", "attn_dropout", "token_dropout"}
+
+
+def _what_it_computes(cfg):
+    if isinstance(cfg, dict):
+        return {k: _what_it_computes(v) for k, v in cfg.items() if k not in HOW_NOT_WHAT}
+    return cfg
 
 
 def model_identity(model_cfg: dict, method_cfg: dict, num_items: int, sid_hash: str | None,
                    data_hash: str | None) -> dict:
     """What a checkpoint must match to be resumed or evaluated: architecture + catalog + inputs.
     The config itself is kept (`model_config`) so a mismatch can name its keys."""
-    model_cfg = {k: v for k, v in model_cfg.items() if k not in HOW_NOT_WHAT}
-    config = {"model": model_cfg, "method": method_cfg, "num_items": num_items}
+    config = {"model": _what_it_computes(model_cfg), "method": _what_it_computes(method_cfg), "num_items": num_items}
     return {"model_hash": config_hash(config), "model_config": config, "sid_hash": sid_hash, "data_hash": data_hash}
 
 

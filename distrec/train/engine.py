@@ -195,6 +195,8 @@ class Engine:
 
     def _make_optimizer(self, model: nn.Module, train_cfg, total_steps: int, fused: bool = False) -> None:
         """The optimizer and LambdaLR schedule every kind shares; `fused`: one kernel for all parameters."""
+        self.hyperparameters = {"lr": train_cfg.lr, "betas": tuple(train_cfg.betas),
+                                "weight_decay": train_cfg.weight_decay}
         self.optimizer = OPTIMIZERS[Optimizer(train_cfg.optimizer)](_param_groups(model, train_cfg.weight_decay),
                                                                lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                                                foreach=False, fused=fused or None)
@@ -287,6 +289,19 @@ class Engine:
         except Exception as e:  # truncated/garbled files raise from torch/pickle/zipfile alike
             raise DataError(f"checkpoint cannot be loaded ({type(e).__name__}: {e})", directory,
                             hint=CORRUPT_CHECKPOINT) from None
+        self._apply_hyperparameters()
+
+    def _apply_hyperparameters(self) -> None:
+        """A checkpoint brings back the optimizer's moments and step count, and with them the peak LR, betas
+        and weight decay it was written with; the resumed run (a branch, say) follows its config's instead,
+        from the resumed step on. The groups are `_param_groups`': decayed matrices, then the rest."""
+        h, groups = self.hyperparameters, self.optimizer.param_groups
+        for group, decays in zip(groups, (True, False)):
+            group.update(betas=h["betas"], weight_decay=h["weight_decay"] if decays else 0.0, initial_lr=h["lr"])
+        self.scheduler.base_lrs = [h["lr"]] * len(groups)
+        self.scheduler._last_lr = [h["lr"] * f(self.scheduler.last_epoch) for f in self.scheduler.lr_lambdas]
+        for group, lr in zip(groups, self.scheduler._last_lr):
+            group["lr"] = lr
 
     def _load(self, directory: Path) -> None:
         raise NotImplementedError

@@ -112,6 +112,10 @@ def test_a_checkpoint_from_before_a_config_key_existed_means_its_legacy_value():
     # how a model is computed is not what it computes: a run resumes with activation checkpointing turned on
     check_identity(identity({"backbone": "hstu", "d_model": 64, "activation_checkpointing": False}, {"name": "x"}),
                    identity({"backbone": "hstu", "d_model": 64, "activation_checkpointing": True}, {"name": "x"}), "ckpt")
+    # nor is regularisation: a branch resumes with other dropouts (a model's or a method's)
+    check_identity(identity({"d_model": 64, "dropout": 0.1}, {"name": "acerec", "acerec": {"token_dropout": 0.0}}),
+                   identity({"d_model": 64, "dropout": 0.0}, {"name": "acerec", "acerec": {"token_dropout": 0.2}}),
+                   "ckpt")
     defaults = {"model": OmegaConf.structured(ModelConfig), "method": OmegaConf.structured(MethodConfig)}
     for path in LEGACY_VALUES:  # every legacy key is a real config key
         assert OmegaConf.select(defaults[path[0]], ".".join(path[1:])) is not None, path
@@ -251,6 +255,37 @@ def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tm
             engine().load(tmp_path)
         assert not marker.exists()
         f.write_bytes(saved)
+
+
+@pytest.mark.parametrize("kind,stage", [("plain", 0), ("deepspeed", 0), ("deepspeed", 2)])
+def test_a_resumed_run_takes_lr_betas_and_weight_decay_from_its_config(kind, stage, tmp_path):
+    """A branch of a checkpoint with another train.lr / betas / weight_decay trains with those (the
+    optimizer's state would bring back the old ones), the schedule at the resumed step."""
+    from distrec.config import compose
+    from distrec.train.engine import init_single_process, make_engine, plan_batches
+    from distrec.train.schedules import lr_multiplier
+
+    init_single_process()
+    batch = [({"input_ids": torch.tensor([[1, 2], [3, 4]])}, 1.0)]
+
+    def engine(*overrides):
+        cfg = compose(["engine=local", f"engine.kind={kind}", f"engine.zero_stage={stage}", "engine.precision=fp32",
+                       "train.warmup_steps=10", *overrides])
+        return make_engine(TinyModel(), cfg.train, cfg.engine, plan_batches(2, 1), 100, torch.device("cpu"))
+
+    trained = engine("train.lr=0.001", "train.weight_decay=0", "train.betas=[0.9,0.98]")
+    for _ in range(3):
+        trained.step(batch)
+    trained.save(tmp_path)
+    branch = engine("train.lr=0.01", "train.weight_decay=0.1", "train.betas=[0.8,0.999]")
+    branch.load(tmp_path)
+    decayed, other = branch.optimizer.param_groups
+    assert (decayed["weight_decay"], other["weight_decay"]) == (0.1, 0.0)
+    assert decayed["betas"] == other["betas"] == (0.8, 0.999)
+    assert branch.lr == pytest.approx(0.01 * lr_multiplier("cosine", 10, 100)(3))  # the resumed step's LR
+    assert branch.optimizer.state  # the moments came back
+    branch.step(batch)
+    assert branch.lr == pytest.approx(0.01 * lr_multiplier("cosine", 10, 100)(4))
 
 
 class TinyModel(torch.nn.Module):
