@@ -95,11 +95,12 @@ def evaluate(model, batches, *, ks, num_items: int, filter_history: bool = False
                 item_ids, scores = item_ids[:n_real], scores[:n_real]
             if filter_history:
                 top, top_scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
-                out.unfiltered.update(conservative_ranks(top, top_scores, batch["target"]), top[:, :ks[-1]], seconds)
+                out.unfiltered.update(conservative_ranks(top, top_scores, batch["target"]), top[:, :ks[-1]], seconds,
+                                      batch["input_ids"])
                 item_ids, scores = drop_history(item_ids, scores, batch["input_ids"])
                 item_ids, scores = item_ids[:, :ks[-1] + 1], scores[:, :ks[-1] + 1]
             ranks = conservative_ranks(item_ids, scores, batch["target"])
-            acc.update(ranks, item_ids[:, :ks[-1]], seconds)
+            acc.update(ranks, item_ids[:, :ks[-1]], seconds, batch["input_ids"])
             if keep_predictions:
                 _keep(out.predictions, batch, ranks, item_ids[:, :ks[-1]], scores[:, :ks[-1]])
     finally:

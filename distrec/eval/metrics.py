@@ -50,19 +50,24 @@ class MetricAccumulator:
     """Running sums of the metrics over users (and ranks). All state is one float64 tensor:
 
     [metric sums..., reciprocal-rank sum (MRR@max K), users, returned ids, invalid ids, recommend seconds,
-     coverage bitmap over (len(ks), num_items + 1)]
+     seen@K sums..., coverage bitmap over (len(ks), num_items + 1)]
+
+    seen@K: the share of the top K taken by items of the user's own history. A dataset without repeats
+    (Amazon's: no target is in its history) makes every such slot a wasted one.
     """
 
     def __init__(self, ks, num_items: int):
         self.ks = sorted(int(k) for k in ks)
         self.num_items = num_items
         self.names = [f"{m}@{k}" for k in self.ks for m in ("recall", "ndcg")]
-        self.scalars = torch.zeros(len(self.names) + 5, dtype=torch.float64)
+        self.scalars = torch.zeros(len(self.names) + 5 + len(self.ks), dtype=torch.float64)
         self.covered = torch.zeros(len(self.ks), num_items + 1, dtype=torch.float64)
 
-    def update(self, ranks: torch.Tensor, item_ids: torch.Tensor | None = None, seconds: float = 0.0) -> None:
+    def update(self, ranks: torch.Tensor, item_ids: torch.Tensor | None = None, seconds: float = 0.0,
+               history: torch.Tensor | None = None) -> None:
         """Add a batch: target ranks [B], the returned top lists [B, W] (for invalid-ID rate and
-        coverage) and the wall time spent recommending for these users."""
+        coverage), the wall time spent recommending for these users, and their histories [B, T]
+        (padding 0; for seen@K)."""
         ranks = ranks.detach().cpu()
         per_user = hits_and_ndcg(ranks, self.ks)
         n = len(self.names)
@@ -79,6 +84,11 @@ class MetricAccumulator:
             for i, k in enumerate(self.ks):
                 ids = item_ids[:, :k][valid[:, :k]]
                 self.covered[i, ids] = 1.0
+            if history is not None:
+                top = item_ids[:, :self.ks[-1]]
+                seen = ((top[:, :, None] == history.detach().cpu()[:, None, :]).any(-1) & (top > 0)).double()
+                for i, k in enumerate(self.ks):
+                    self.scalars[n + 5 + i] += seen[:, :k].sum() / k
 
     def state(self) -> torch.Tensor:
         """All state as one flat float64 tensor (all-reduce it with SUM)."""
@@ -103,6 +113,7 @@ class MetricAccumulator:
         out["invalid_id_rate"] = float(self.scalars[n + 3] / returned) if returned else 0.0
         for i, k in enumerate(self.ks):
             out[f"coverage@{k}"] = float(self.covered[i, 1:].sum() / max(self.num_items, 1))
+            out[f"seen@{k}"] = float(self.scalars[n + 5 + i] / users)
         out["latency_ms_per_user"] = 1000.0 * float(self.scalars[n + 4]) / users
         out["users"] = self.users
         return out

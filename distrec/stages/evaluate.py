@@ -155,11 +155,12 @@ def metrics_table(report: dict) -> str:
     lines = [f"evaluate {report['model']['method']} on {p['dataset']} [{p['split']}], {users}, "
              f"{p['ranking']}, {p['ties']} ties, weights: {report['model']['weights']}",
              " " * 10 + "".join(f"{'@' + str(k):>9}" for k in ks)]
-    for name in ("recall", "ndcg", "coverage"):
+    seen = ("seen",) if f"seen@{ks[0]}" in m else ()  # the share of the top K already in the history
+    for name in ("recall", "ndcg", "coverage", *seen):
         lines.append(f"  {name:<8}" + "".join(f"{m[f'{name}@{k}']:9.4f}" for k in ks))
     unfiltered = report.get("unfiltered_metrics")
     if unfiltered:  # history filtered above; the same ranking with it left in
-        for name in ("recall", "ndcg"):
+        for name in ("recall", "ndcg", *seen):
             lines.append(f"  {name:<8}" + "".join(f"{unfiltered[f'{name}@{k}']:9.4f}" for k in ks)
                          + "   (history not filtered)")
     lines.append(f"  mrr@{ks[-1]} {m[f'mrr@{ks[-1]}']:.4f}   invalid ids {m['invalid_id_rate']:.4f}   "

@@ -167,7 +167,7 @@ def validate(engine: Engine, job: TrainJob, data: SequenceData, rank: int, world
             continue
         acc.load(all_reduce(acc.state().to(engine.device)).cpu())
         out.update({prefix + k: v for k, v in acc.result().items()
-                    if k.startswith(("ndcg", "recall", "mrr")) or (k == "users" and not prefix)})
+                    if k.startswith(("ndcg", "recall", "mrr", "seen")) or (k == "users" and not prefix)})
     sample = user_sample(data, "valid", cfg.train.val_max_users, cfg.eval.sample_seed)
     if sample is not None:  # a seeded sample of the validation users, not all of them
         out.update(users_of=sample["of"], sample_seed=sample["seed"])

@@ -84,3 +84,15 @@ def test_filtered_evaluation_also_reports_the_unfiltered_ranking():
 
     assert quality(filtered.unfiltered.result()) == quality(plain.metrics.result())
     assert quality(filtered.metrics.result()) != quality(plain.metrics.result())
+
+
+def test_seen_at_k_is_the_share_of_the_top_k_already_in_the_history():
+    num_items = 30
+    model = FixedScores(torch.arange(num_items + 1, dtype=torch.float).repeat(3, 1))  # everyone: 30, 29, 28, ...
+    batches = [batch_of([0, 1], [30, 28], [[0, 30], [29, 30]]), batch_of([2], [5], [[0, 1]])]
+    plain = evaluate(model, batches, ks=[1, 5], num_items=num_items).metrics.result()
+    assert plain["seen@1"] == pytest.approx(2 / 3)  # users 0 and 1 get an item of their history first
+    assert plain["seen@5"] == pytest.approx((1 / 5 + 2 / 5 + 0) / 3)  # padding (0) is never "seen"
+    filtered = evaluate(model, batches, ks=[1, 5], num_items=num_items, filter_history=True)
+    assert filtered.metrics.result()["seen@5"] == 0.0
+    assert filtered.unfiltered.result()["seen@5"] == pytest.approx(plain["seen@5"])
