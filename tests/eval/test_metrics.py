@@ -60,10 +60,13 @@ def test_accumulator_state_sums_like_one_big_run():
     parts = [MetricAccumulator([1, 5], num_items=8) for _ in range(2)]
     ranks = torch.tensor([0, 2, 7, 1])
     items = torch.tensor([[1, 2, 3, 4, 5], [2, 3, 4, 5, 6], [1, 1, 1, 1, 1], [8, 7, 6, 5, 4]])
-    whole.update(ranks, items)
-    parts[0].update(ranks[:2], items[:2])
-    parts[1].update(ranks[2:], items[2:])
+    history = torch.tensor([[0, 1], [0, 0], [1, 2], [4, 8]])
+    whole.update(ranks, items, history=history)
+    parts[0].update(ranks[:2], items[:2], history=history[:2])
+    parts[1].update(ranks[2:], items[2:], history=history[2:])
     merged = MetricAccumulator([1, 5], num_items=8)
     merged.load(parts[0].state() + parts[1].state())
     assert merged.result() == pytest.approx(whole.result())
     assert merged.result()["coverage@5"] == 1.0
+    assert merged.result()["seen@1"] == pytest.approx(3 / 4)  # users 0, 2 and 3 get an item they have first
+    assert merged.result()["seen@5"] == pytest.approx((1 / 5 + 0 + 5 / 5 + 2 / 5) / 4)
