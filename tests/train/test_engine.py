@@ -257,7 +257,7 @@ def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tm
         f.write_bytes(saved)
 
 
-@pytest.mark.parametrize("kind,stage", [("plain", 0), ("deepspeed", 0), ("deepspeed", 2)])
+@pytest.mark.parametrize("kind,stage", [("plain", 0), ("deepspeed", 0), ("deepspeed", 2), ("deepspeed", 3)])
 def test_a_resumed_run_takes_lr_betas_and_weight_decay_from_its_config(kind, stage, tmp_path):
     """A branch of a checkpoint with another train.lr / betas / weight_decay trains with those (the
     optimizer's state would bring back the old ones), the schedule at the resumed step."""
