@@ -81,13 +81,12 @@ class MetricAccumulator:
             valid = (item_ids >= 1) & (item_ids <= self.num_items)
             self.scalars[n + 2] += item_ids.numel()
             self.scalars[n + 3] += (~valid).sum()
+            seen = None if history is None else \
+                ((item_ids[:, :, None] == history.detach().cpu()[:, None, :]).any(-1) & (item_ids > 0)).double()
             for i, k in enumerate(self.ks):
                 ids = item_ids[:, :k][valid[:, :k]]
                 self.covered[i, ids] = 1.0
-            if history is not None:
-                top = item_ids[:, :self.ks[-1]]
-                seen = ((top[:, :, None] == history.detach().cpu()[:, None, :]).any(-1) & (top > 0)).double()
-                for i, k in enumerate(self.ks):
+                if seen is not None:
                     self.scalars[n + 5 + i] += seen[:, :k].sum() / k
 
     def state(self) -> torch.Tensor:

@@ -195,14 +195,16 @@ class Engine:
 
     def _make_optimizer(self, model: nn.Module, train_cfg, total_steps: int, fused: bool = False) -> None:
         """The optimizer and LambdaLR schedule every kind shares; `fused`: one kernel for all parameters."""
-        self.hyperparameters = {"lr": train_cfg.lr, "betas": tuple(train_cfg.betas),
-                                "weight_decay": train_cfg.weight_decay}
         self.optimizer = OPTIMIZERS[Optimizer(train_cfg.optimizer)](_param_groups(model, train_cfg.weight_decay),
                                                                lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                                                foreach=False, fused=fused or None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(train_cfg.schedule, train_cfg.warmup_steps, total_steps,
                                         decay_steps=train_cfg.decay_steps))
+        # each group's settings as the config makes them (the schedule set initial_lr): a resumed run
+        # goes back to these (`load`)
+        self.group_settings = [{key: group[key] for key in ("initial_lr", "betas", "weight_decay")}
+                               for group in self.optimizer.param_groups]
 
     # ---------------------------------------------------------------- training
 
@@ -294,13 +296,13 @@ class Engine:
     def _apply_hyperparameters(self) -> None:
         """A checkpoint brings back the optimizer's moments and step count, and with them the peak LR, betas
         and weight decay it was written with; the resumed run (a branch, say) follows its config's instead,
-        from the resumed step on. The groups are `_param_groups`': decayed matrices, then the rest."""
-        h, groups = self.hyperparameters, self.optimizer.param_groups
-        for group, decays in zip(groups, (True, False)):
-            group.update(betas=h["betas"], weight_decay=h["weight_decay"] if decays else 0.0, initial_lr=h["lr"])
-        self.scheduler.base_lrs = [h["lr"]] * len(groups)
-        self.scheduler._last_lr = [h["lr"] * f(self.scheduler.last_epoch) for f in self.scheduler.lr_lambdas]
-        for group, lr in zip(groups, self.scheduler._last_lr):
+        from the resumed step on (the LR the schedule gives that step, as `get_last_lr` reports it)."""
+        groups, schedule = self.optimizer.param_groups, self.scheduler
+        for group, settings in zip(groups, self.group_settings):
+            group.update(settings)
+        schedule.base_lrs = [group["initial_lr"] for group in groups]
+        schedule._last_lr = [lr * f(schedule.last_epoch) for lr, f in zip(schedule.base_lrs, schedule.lr_lambdas)]
+        for group, lr in zip(groups, schedule._last_lr):
             group["lr"] = lr
 
     def _load(self, directory: Path) -> None:
