@@ -104,19 +104,24 @@ def check_engine_config(engine_cfg) -> None:
 
 
 def init_single_process(backend: str = "gloo") -> None:
-    """A one-process torch.distributed group on loopback, for DeepSpeed without Ray or a launcher."""
+    """A one-process torch.distributed group on loopback, for DeepSpeed without Ray or a launcher.
+
+    The rendezvous address goes in `init_method`, not into os.environ: a MASTER_PORT left there is
+    inherited by every subprocess this process starts, and a `distrec` run among them would then fail to
+    bind it (EADDRINUSE) while this group holds it. MASTER_ADDR / MASTER_PORT set by the user are used."""
     import torch.distributed as dist
 
     if dist.is_initialized():
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
-    dist.init_process_group(backend, rank=0, world_size=1)
+        os.environ.setdefault(key, value)  # DeepSpeed asserts LOCAL_RANK
+    address = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    port = os.environ.get("MASTER_PORT")
+    if not port:
+        with socket.socket() as s:
+            s.bind((address, 0))
+            port = s.getsockname()[1]
+    dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=0, world_size=1)
 
 
 def _param_groups(model: nn.Module, weight_decay: float):

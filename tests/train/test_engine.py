@@ -223,6 +223,20 @@ def test_crafted_weights_are_refused_and_run_nothing(runs, tmp_path):
     assert not marker.exists()
 
 
+def test_a_process_started_beside_a_one_process_group_can_start_its_own():
+    """The one-process group leaves no MASTER_PORT behind for subprocesses to inherit: a `distrec` run
+    started from a process that trained in-process (a notebook, this test session) would fail to bind it."""
+    import subprocess
+    import sys
+
+    from distrec.train.engine import init_single_process
+
+    init_single_process()
+    child = subprocess.run([sys.executable, "-c", "from distrec.train.engine import init_single_process; "
+                            "init_single_process(); print('started')"], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0 and "started" in child.stdout, child.stderr[-2000:]
+
+
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_checkpoints_resume_exactly_and_crafted_files_run_nothing(stage, tmp_path):
     """DeepSpeed ZeRO-1/2/3 files load with only DeepSpeed's own classes allowed besides tensors: the
