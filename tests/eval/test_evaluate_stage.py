@@ -114,3 +114,22 @@ def test_wrong_data_or_sid_table_is_refused(trained, tmp_path):
         stage("evaluate", trained, f"paths.train={train_dir}", f"paths.sids={tmp_path / 'sids'}",
               f"paths.eval={tmp_path / 'eval'}")
     assert not (tmp_path / "eval").exists()  # nothing half-written
+
+
+def test_history_hits_agree_with_seen_at_1(trained):
+    """bench/history_hits.py reads the saved predictions against the evaluator's own histories: its
+    share of top-1 history items is the evaluator's seen@1, split by how far back the item is."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from history_hits import history_hits
+
+    out = trained / "eval_hits"
+    report = stage("evaluate", trained, "eval.split=valid", f"paths.eval={out}")
+    hits = history_hits(out, trained / "data")
+    assert hits["split"] == "valid" and hits["users"] == report["metrics"]["users"]
+    assert hits["top1_in_history"] == pytest.approx(report["metrics"]["seen@1"], abs=1e-4)
+    assert hits["top1_in_history"] > 0  # ml-100k users have long histories: the tiny model hits some
+    assert sum(hits["top1_in_history_by_steps_back"].values()) == pytest.approx(hits["top1_in_history"], abs=1e-3)
+    assert 0 <= hits["last_item_in_top10"] <= 1
