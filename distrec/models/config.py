@@ -37,6 +37,11 @@ class Intent(StrEnum):  # ACERec's intent token
     none = "none"
 
 
+class Summary(StrEnum):  # ACERec: the item summary s_i (the Intent Token's content, the merger's query source, ISA's target)
+    mlp = "mlp"  # mean of the tokens -> LayerNorm -> 2-layer GELU MLP (the community port)
+    mean = "mean"  # the mean of the tokens itself: RPG's item input
+
+
 class LossPositions(StrEnum):
     all = "all"  # every history position carries the loss
     last = "last"
@@ -86,6 +91,7 @@ class AceRecConfig:
     k: int = 4  # latents per item (compression r = m / k)
     merger: Merger = Merger.atm
     intent: Intent = Intent.summary
+    summary: Summary = Summary.mlp  # the form of f_s, which the sources leave open
     gamma: float = 0.03  # MTP temperature
     tau: float = 0.07  # ISA temperature
     beta: float = 0.02  # ISA popularity (logQ) correction strength
@@ -163,6 +169,7 @@ LEGACY_VALUES = {
     ("method", "intrr", "renormalise_beam"): False,
     ("method", "intrr", "align_average"): "item",
     ("method", "intrr", "init"): "distrec",
+    ("method", "acerec", "summary"): "mlp",
 }
 
 

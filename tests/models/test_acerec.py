@@ -144,7 +144,7 @@ def test_training_loss_has_every_term_and_backpropagates():
 
 
 @pytest.mark.parametrize("switch,value", [("merger", "mean"), ("merger", "mlp"), ("merger", "conv"),
-                                          ("intent", "static"), ("intent", "none"),
+                                          ("intent", "static"), ("intent", "none"), ("summary", "mean"),
                                           ("isa_weight", 0.0), ("recon_weight", 0.0)])
 def test_each_ablation_switch_changes_what_it_names(switch, value):
     base, variant = make(), make(**{switch: value})
@@ -158,6 +158,10 @@ def test_each_ablation_switch_changes_what_it_names(switch, value):
         width = K + (value != "none")
         assert variant.slot_emb.shape[0] == width
         assert (variant.static_intent is not None) == (value == "static")
+    elif switch == "summary":
+        tokens = variant.item_tokens(torch.tensor([1, 2]))
+        torch.testing.assert_close(variant.item_summary(tokens), tokens.mean(-2))  # RPG's item input
+        assert not list(variant.summary.parameters())
     elif switch == "isa_weight":
         assert "isa" not in out_var and "isa" in out_base
     else:

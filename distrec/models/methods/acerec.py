@@ -29,7 +29,7 @@ from distrec.models.blocks.attention import MultiHeadAttention
 from distrec.models.blocks.init import reinit, small_linear
 from distrec.models.methods.rpg import DigitHeads, gpt2_dropouts, gpt2_init
 from distrec.models.methods.sid_common import PAD, SIDVocab, left_aligned_positions, trim_left_padding
-from distrec.models.config import Intent, LossPositions, Merger
+from distrec.models.config import Intent, LossPositions, Merger, Summary
 from distrec.models.presets import resolve_dims
 from distrec.models.recommender import Recommender
 
@@ -162,7 +162,7 @@ class ACERec(Recommender):
     auto_decoding = "holistic"
 
     def __init__(self, sid_table, backbone: nn.Module, d_model: int, n_heads: int,
-                 k: int = 4, merger: str = "atm", intent: str = "summary", gamma: float = 0.03,
+                 k: int = 4, merger: str = "atm", intent: str = "summary", summary: str = "mlp", gamma: float = 0.03,
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
                  item_counts=None, loss_positions: str = "all", score_chunk: int = 8192, token_dropout: float = 0.0):
         super().__init__()
@@ -180,7 +180,9 @@ class ACERec(Recommender):
         reinit(self.token_emb, lambda m: nn.init.normal_(m.weight, std=0.02))
         self.sub_pos = nn.Parameter(torch.randn(self.m, d_model) * 0.02)
         self.token_drop = nn.Dropout(token_dropout)
-        self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model))
+        # f_s: an MLP over the tokens' mean, or (summary=mean) the mean itself, which is RPG's item input
+        self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model)) \
+            if Summary(summary) == Summary.mlp else nn.Identity()
         self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)
         self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
         self.slot_emb = nn.Parameter(torch.randn(k + (intent != "none"), d_model) * 0.02)
@@ -213,7 +215,7 @@ class ACERec(Recommender):
             gpt2_dropouts(backbone, dims.dropout if a.embd_dropout is None else a.embd_dropout,
                           dims.dropout if a.attn_dropout is None else a.attn_dropout)
         return cls(catalog.sid_table, backbone, dims.d_model, dims.n_heads,
-                   k=a.k, merger=a.merger, intent=a.intent, gamma=a.gamma, tau=a.tau, beta=a.beta,
+                   k=a.k, merger=a.merger, intent=a.intent, summary=a.summary, gamma=a.gamma, tau=a.tau, beta=a.beta,
                    isa_weight=a.isa_weight, recon_weight=a.recon_weight, item_counts=catalog.item_counts,
                    loss_positions=a.loss_positions, token_dropout=a.token_dropout)
 
