@@ -81,8 +81,9 @@ class MetricAccumulator:
             valid = (item_ids >= 1) & (item_ids <= self.num_items)
             self.scalars[n + 2] += item_ids.numel()
             self.scalars[n + 3] += (~valid).sum()
+            top = item_ids[:, :self.ks[-1]]  # the lists may be wider (ties, filter_history): seen@K needs no more
             seen = None if history is None else \
-                ((item_ids[:, :, None] == history.detach().cpu()[:, None, :]).any(-1) & (item_ids > 0)).double()
+                ((top[:, :, None] == history.detach().cpu()[:, None, :]).any(-1) & (top > 0)).double()
             for i, k in enumerate(self.ks):
                 ids = item_ids[:, :k][valid[:, :k]]
                 self.covered[i, ids] = 1.0

@@ -166,7 +166,8 @@ class ACERec(Recommender):
                  tau: float = 0.07, beta: float = 0.02, isa_weight: float = 0.1, recon_weight: float = 0.03,
                  item_counts=None, loss_positions: str = "all", score_chunk: int = 8192, token_dropout: float = 0.0):
         super().__init__()
-        merger, intent, loss_positions = Merger(merger), Intent(intent), LossPositions(loss_positions)
+        merger, intent, summary = Merger(merger), Intent(intent), Summary(summary)
+        loss_positions = LossPositions(loss_positions)
         if len(set(sid_table.codebook_sizes)) != 1:
             raise ConfigError(f"method=acerec needs one codebook size for every digit (tokenizer=opq), "
                               f"got {list(sid_table.codebook_sizes)}")
@@ -182,7 +183,7 @@ class ACERec(Recommender):
         self.token_drop = nn.Dropout(token_dropout)
         # f_s: an MLP over the tokens' mean, or (summary=mean) the mean itself, which is RPG's item input
         self.summary = nn.Sequential(nn.LayerNorm(d_model), Mlp(d_model, 2 * d_model, d_model)) \
-            if Summary(summary) == Summary.mlp else nn.Identity()
+            if summary == Summary.mlp else nn.Identity()
         self.merger = MERGER_CLASSES[merger](d_model, self.m, k, n_heads)
         self.static_intent = nn.Parameter(torch.randn(d_model) * 0.02) if intent == "static" else None
         self.slot_emb = nn.Parameter(torch.randn(k + (intent != "none"), d_model) * 0.02)
